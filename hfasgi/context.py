@@ -1,0 +1,76 @@
+"""The per-request context: one object at one scope key, shared by every layer."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from hfasgi.errors import GatewayError
+
+if TYPE_CHECKING:
+    from hfasgi.operations import Operation
+    from hfasgi.types import Scope
+
+__all__ = ["CONTEXT_KEY", "RequestContext", "get_context"]
+
+CONTEXT_KEY = "hfasgi"
+"""The one scope key hfasgi writes; it holds the :class:`RequestContext`."""
+
+_UNPARSED: Any = object()
+
+
+class RequestContext:
+    """What the layers know about one request.
+
+    Every layer reads and writes here and nowhere else. The body is read at most once (see
+    :mod:`hfasgi.body`) and its JSON parsed at most once (:meth:`json`).
+    """
+
+    __slots__ = (
+        "_json",
+        "body",
+        "model",
+        "operation",
+        "recognized",
+        "request_id",
+        "upstream_model",
+        "upstream_name",
+        "values",
+    )
+
+    def __init__(self, operation: Operation | None = None) -> None:
+        self.operation = operation
+        self.recognized = operation is not None
+        self.request_id: str = ""
+        self.body: bytes | None = None
+        self._json: Any = _UNPARSED
+        self.model: str | None = None
+        """The model id the client asked for (path or body), after defaults and aliases."""
+        self.upstream_name: str | None = None
+        self.upstream_model: str | None = None
+        self.values: dict[str, Any] = {}
+        """Free slots for later layers (principal, usage, cache key, timings, ...)."""
+
+    def json(self) -> Any:
+        """The body parsed as JSON, once. Raises a 400 :class:`GatewayError` when it is not JSON."""
+        if self._json is _UNPARSED:
+            if self.body is None:
+                raise RuntimeError("the request body has not been read yet")
+            try:
+                self._json = json.loads(self.body) if self.body else None
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise GatewayError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
+        return self._json
+
+    def set_json(self, document: Any, body: bytes) -> None:
+        """Replace the body and its parsed form together (used when a layer rewrites the body)."""
+        self._json = document
+        self.body = body
+
+
+def get_context(scope: Scope) -> RequestContext:
+    """The request's context, created on first use."""
+    ctx: RequestContext | None = scope.get(CONTEXT_KEY)
+    if ctx is None:
+        ctx = scope[CONTEXT_KEY] = RequestContext()
+    return ctx
