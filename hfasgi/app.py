@@ -105,7 +105,7 @@ class _GatewayApp:
             await shared.__aenter__()
         except Exception as exc:
             await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
-            return
+            raise
         try:
             await send({"type": "lifespan.startup.complete"})
             await receive()  # lifespan.shutdown

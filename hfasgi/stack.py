@@ -131,7 +131,7 @@ class Lifespan:
             task.cancel()
             await exits.aclose()
             await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
-            return
+            raise  # as Starlette does: servers and test managers both see the failure
         app_speaks_lifespan = reply["type"] == "lifespan.startup.complete"
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown

@@ -28,9 +28,7 @@ def serve(app: Any, *, lifespan: str = "on", timeout: float = 20.0) -> Iterator[
     when the block ends. Startup is polled, never waited for with a fixed sleep.
     """
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan, access_log=False
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan, access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()

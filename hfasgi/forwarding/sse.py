@@ -82,6 +82,7 @@ class SSEFramer:
         """The bytes to send for this upstream chunk (an incomplete last line is kept for later)."""
         if (
             not self._pending
+            and not self._drop_blank
             and chunk.endswith(b"\n")
             and chunk.count(b"data:") == chunk.count(b"data: ")
             and b"[DONE]" not in chunk
