@@ -1,3 +1,55 @@
-"""hfasgi: pure-ASGI middlewares that make any ASGI app a Hugging Face-compatible inference gateway."""
+"""hfasgi: pure-ASGI middlewares that make any ASGI app a Hugging Face-compatible inference gateway.
+
+The public names, importable from here; the framework adapters live in :mod:`hfasgi.contrib`.
+"""
 
 __version__ = "0.1.0"
+
+from hfasgi.app import create_app, layers
+from hfasgi.catalog import ModelCatalog, ModelEntry
+from hfasgi.context import RequestContext, get_context
+from hfasgi.envelope import ErrorEnvelope
+from hfasgi.errors import ErrorType, GatewayError, send_error
+from hfasgi.forwarding.forwarder import ForwarderConfig, HFForwarder
+from hfasgi.forwarding.pool import UpstreamPool
+from hfasgi.forwarding.retry import RetryPolicy
+from hfasgi.forwarding.upstream import Timeouts, Upstream, UpstreamKind
+from hfasgi.operations import Dialect, Operation, Route, Routes
+from hfasgi.request_id import RequestId, RequestIdConfig
+from hfasgi.settings import Settings
+from hfasgi.stack import CANONICAL_ORDER, Layer, Lifespan, Resource, layer_resources, resources, stack
+
+__all__ = [
+    "CANONICAL_ORDER",
+    "Dialect",
+    "ErrorEnvelope",
+    "ErrorType",
+    "ForwarderConfig",
+    "GatewayError",
+    "HFForwarder",
+    "Layer",
+    "Lifespan",
+    "ModelCatalog",
+    "ModelEntry",
+    "Operation",
+    "RequestContext",
+    "RequestId",
+    "RequestIdConfig",
+    "Resource",
+    "RetryPolicy",
+    "Route",
+    "Routes",
+    "Settings",
+    "Timeouts",
+    "Upstream",
+    "UpstreamKind",
+    "UpstreamPool",
+    "__version__",
+    "create_app",
+    "get_context",
+    "layer_resources",
+    "layers",
+    "resources",
+    "send_error",
+    "stack",
+]

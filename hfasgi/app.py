@@ -17,6 +17,7 @@ from hfasgi.errors import ErrorType, send_error
 from hfasgi.forwarding.forwarder import ForwarderConfig, HFForwarder
 from hfasgi.forwarding.local import send_json
 from hfasgi.forwarding.pool import UpstreamPool
+from hfasgi.forwarding.retry import RetryPolicy
 from hfasgi.forwarding.upstream import Timeouts, Upstream, UpstreamKind
 from hfasgi.operations import Routes
 from hfasgi.request_id import RequestId
@@ -49,15 +50,20 @@ def build_catalog(settings: Settings) -> ModelCatalog:
 
 
 def layers(forwarder: ForwarderConfig) -> list[Layer]:
-    """The reference app's layers, outermost first."""
-    return [Layer(RequestId), Layer(ErrorEnvelope), Layer(HFForwarder, {"config": forwarder})]
+    """The reference app's layers, outermost first (the forwarder's layer declares its pool as a resource)."""
+    return [Layer(RequestId), Layer(ErrorEnvelope), Layer(HFForwarder, {"config": forwarder}, (forwarder.pool,))]
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
     """The reference gateway as an ASGI app (with a lifespan that opens and closes the upstream pool)."""
     settings = settings or Settings.load()
     catalog = build_catalog(settings)
-    forwarder = ForwarderConfig(catalog=catalog, pool=UpstreamPool(), max_body_bytes=settings.max_body_bytes)
+    forwarder = ForwarderConfig(
+        catalog=catalog,
+        pool=UpstreamPool(),
+        max_body_bytes=settings.max_body_bytes,
+        retry=RetryPolicy(attempts=settings.upstream_attempts, loading_wait=settings.loading_wait),
+    )
     inner = _GatewayApp(catalog, forwarder.routes, [forwarder.pool])
     return stack(inner, *layers(forwarder))
 
@@ -83,7 +89,8 @@ class _GatewayApp:
             return
         path, method = s["path"], s["method"]
         if path == self.routes.prefix + "/health" and method in ("GET", "HEAD"):
-            await send_json(send, 200, await self._health_document())
+            document = await self._health_document()
+            await send_json(send, 503 if document["status"] == "unhealthy" else 200, document)
             return
         allowed = self.routes.allowed_methods(path)
         if allowed:
@@ -114,16 +121,22 @@ class _GatewayApp:
         await send({"type": "lifespan.shutdown.complete"})
 
     async def _health_document(self) -> dict[str, Any]:
+        """Liveness plus the upstreams' state, probed at most every 5 s: 503 when no upstream answers."""
         now = time.monotonic()
         cached = self._health
         if cached is None or now - cached[0] > _HEALTH_TTL:
             probes = await asyncio.gather(*(self._probe(u) for u in self.catalog.upstreams.values()))
             cached = self._health = (now, dict(zip(self.catalog.upstreams, probes, strict=True)))
         providers = cached[1]
+        answering = sum(v == "healthy" for v in providers.values())
+        status = "healthy" if answering == len(providers) else "degraded" if answering else "unhealthy"
+        document: dict[str, Any] = {"status": status}
+        if status == "unhealthy":  # what TGI answers (hf_api.md §8.15): HF clients read `error`
+            document.update(error="unhealthy", error_type="healthcheck")
         return {
-            "status": "healthy" if all(v == "healthy" for v in providers.values()) else "degraded",
+            **document,
             "uptime": int(now - self.started),
-            "models_cached": len(self.catalog.models),
+            "models": len(self.catalog.models),
             "provider_status": providers,
             "version": __version__,
         }

@@ -60,6 +60,8 @@ class RequestContext:
                 self._json = json.loads(self.body) if self.body else None
             except (ValueError, UnicodeDecodeError) as exc:
                 raise GatewayError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
+            except RecursionError:  # json.loads gives up on absurd nesting: still the client's fault
+                raise GatewayError(400, "invalid_json", "The request body is nested too deeply") from None
         return self._json
 
     def set_json(self, document: Any, body: bytes) -> None:

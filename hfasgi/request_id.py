@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ class RequestIdConfig:
 
 
 class RequestId:
-    """Give every request an id: the client's (when it is a sane token) or a new uuid4 hex.
+    """Give every request an id: the client's (when it is a sane token) or 32 new random hex digits.
 
     The id lands in the request context (the forwarder sends it upstream) and on every response,
     replacing any id an inner app or the upstream set. Pure ASGI; non-HTTP scopes pass through.
@@ -45,13 +45,19 @@ class RequestId:
             await self.app(s, receive, send)
             return
         header = self._header
-        incoming = None
-        for name, value in s["headers"]:
-            if name == header or name.lower() == header:
-                incoming = value
-                break
-        request_id = incoming if incoming is not None and _VALID.fullmatch(incoming) else uuid.uuid4().hex.encode()
-        get_context(s).request_id = request_id.decode("latin-1")
+        ctx = get_context(s)
+        if ctx.request_id:  # an outer RequestId chose it already: one id per request, however nested
+            request_id = ctx.request_id.encode("latin-1")
+        else:
+            request_id = b""
+            for name, value in s["headers"]:
+                if name == header or name.lower() == header:
+                    if _VALID.fullmatch(value):  # the client's id, when it is a sane token
+                        request_id = value
+                    break
+            if not request_id:
+                request_id = os.urandom(16).hex().encode()
+            ctx.request_id = request_id.decode("latin-1")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

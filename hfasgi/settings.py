@@ -2,15 +2,17 @@
 
 Environment variables (names are stable):
 
-=========================  ===================================================================
-``HFASGI_UPSTREAM_URL``    the upstream base URL (default ``https://router.huggingface.co``)
-``HFASGI_UPSTREAM_KIND``   ``router`` (default), ``serverless``, ``tgi`` or ``openai``
-``HF_TOKEN``               the server-side Hugging Face token sent upstream
-``HFASGI_UPSTREAM_TIMEOUT`` seconds for a whole non-streamed exchange (default 300)
-``HFASGI_MAX_BODY_BYTES``  the largest request body accepted (default 10 MiB)
-``HFASGI_MODELS``          a model catalog TOML file (see :mod:`hfasgi.catalog`)
-``HFASGI_DEFAULT_MODEL``   the model for TGI routes and ``"model": "dummy"``
-=========================  ===================================================================
+============================  ========================================================================
+``HFASGI_UPSTREAM_URL``       the upstream base URL (default ``https://router.huggingface.co``)
+``HFASGI_UPSTREAM_KIND``      ``router`` (default), ``serverless``, ``tgi`` or ``openai``
+``HF_TOKEN``                  the server-side Hugging Face token sent upstream
+``HFASGI_UPSTREAM_TIMEOUT``   seconds for a whole non-streamed exchange (default 300)
+``HFASGI_MAX_BODY_BYTES``     the largest request body accepted (default 10 MiB)
+``HFASGI_MODELS``             a model catalog TOML file (see :mod:`hfasgi.catalog`)
+``HFASGI_DEFAULT_MODEL``      the model for TGI routes and ``"model": "dummy"``
+``HFASGI_UPSTREAM_ATTEMPTS``  attempts per upstream request on connection errors and 429 (default 3)
+``HFASGI_LOADING_WAIT``       seconds to wait out a loading model (503 + ``estimated_time``, default 30)
+============================  ========================================================================
 
 A ``--config`` TOML file uses the field names below (``upstream_url = "..."``).
 """
@@ -37,6 +39,8 @@ ENVIRONMENT: dict[str, str] = {
     "max_body_bytes": "HFASGI_MAX_BODY_BYTES",
     "models_file": "HFASGI_MODELS",
     "default_model": "HFASGI_DEFAULT_MODEL",
+    "upstream_attempts": "HFASGI_UPSTREAM_ATTEMPTS",
+    "loading_wait": "HFASGI_LOADING_WAIT",
 }
 """Setting name → environment variable."""
 
@@ -63,23 +67,31 @@ class Settings:
     """Where ``hfasgi serve`` listens."""
     port: int = 8000
     """The port ``hfasgi serve`` listens on."""
+    upstream_attempts: int = 3
+    """Attempts per upstream request for connection errors and short-``Retry-After`` 429s (1: no retry)."""
+    loading_wait: float = 30.0
+    """Seconds to wait out a 503 "model is currently loading" before passing it on (0: never wait)."""
 
     def __post_init__(self) -> None:
         try:
             UpstreamKind(self.upstream_kind)
         except ValueError:
             kinds = ", ".join(k.value for k in UpstreamKind)
-            raise ValueError(f"upstream_kind must be one of {kinds}; got {self.upstream_kind!r}") from None
+            raise ValueError(f"{_name('upstream_kind')} must be one of {kinds}; got {self.upstream_kind!r}") from None
         if not self.upstream_url.startswith(("http://", "https://")):
-            raise ValueError(f"upstream_url must be an http(s) URL, got {self.upstream_url!r}")
+            raise ValueError(f"{_name('upstream_url')} must be an http(s) URL, got {self.upstream_url!r}")
         if not self.upstream_timeout > 0:
-            raise ValueError(f"upstream_timeout must be > 0 seconds, got {self.upstream_timeout!r}")
+            raise ValueError(f"{_name('upstream_timeout')} must be > 0 seconds, got {self.upstream_timeout!r}")
         if self.max_body_bytes < 1:
-            raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes!r}")
+            raise ValueError(f"{_name('max_body_bytes')} must be >= 1, got {self.max_body_bytes!r}")
+        if self.upstream_attempts < 1:
+            raise ValueError(f"{_name('upstream_attempts')} must be >= 1, got {self.upstream_attempts!r}")
+        if self.loading_wait < 0:
+            raise ValueError(f"{_name('loading_wait')} must be >= 0 seconds, got {self.loading_wait!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, got {self.port!r}")
         if self.models_file is not None and not Path(self.models_file).is_file():
-            raise ValueError(f"models_file {self.models_file!r} does not exist")
+            raise ValueError(f"{_name('models_file')}: {self.models_file!r} does not exist")
 
     @classmethod
     def load(
@@ -113,10 +125,23 @@ class Settings:
         return replace(self, **changes)
 
 
+def _name(setting: str) -> str:
+    """A setting's name for error messages, with its environment variable."""
+    variable = ENVIRONMENT.get(setting)
+    return f"{setting} ({variable})" if variable else setting
+
+
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     """Turn environment strings into the fields' types, naming the setting on failure."""
     out = dict(values)
-    for name, kind in (("upstream_timeout", float), ("max_body_bytes", int), ("port", int)):
+    numbers = {
+        "upstream_timeout": float,
+        "max_body_bytes": int,
+        "port": int,
+        "upstream_attempts": int,
+        "loading_wait": float,
+    }
+    for name, kind in numbers.items():
         if name in out and isinstance(out[name], str):
             try:
                 out[name] = kind(out[name])

@@ -29,6 +29,17 @@ def test_precedence_file_then_environment_then_arguments(tmp_path: Path) -> None
     assert settings.hf_token == "hf_x"
 
 
+def test_retry_settings_reach_the_forwarder() -> None:
+    from hfasgi.app import create_app
+    from hfasgi.forwarding.forwarder import HFForwarder
+
+    settings = Settings.load(environ={"HFASGI_UPSTREAM_ATTEMPTS": "5", "HFASGI_LOADING_WAIT": "2.5"})
+    app = create_app(settings)
+    while not isinstance(app, HFForwarder):
+        app = app.app  # type: ignore[attr-defined]
+    assert (app.config.retry.attempts, app.config.retry.loading_wait) == (5, 2.5)
+
+
 def test_the_token_never_appears_in_the_repr() -> None:
     assert "hf_secret" not in repr(Settings(hf_token="hf_secret"))
 
@@ -36,12 +47,15 @@ def test_the_token_never_appears_in_the_repr() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"HFASGI_UPSTREAM_KIND": "bogus"}, "upstream_kind must be one of"),
+        ({"HFASGI_UPSTREAM_KIND": "bogus"}, "upstream_kind \\(HFASGI_UPSTREAM_KIND\\) must be one of"),
         ({"HFASGI_UPSTREAM_URL": "router.huggingface.co"}, "http\\(s\\) URL"),
         ({"HFASGI_UPSTREAM_TIMEOUT": "soon"}, "HFASGI_UPSTREAM_TIMEOUT must be a number"),
-        ({"HFASGI_UPSTREAM_TIMEOUT": "0"}, "upstream_timeout must be > 0"),
-        ({"HFASGI_MAX_BODY_BYTES": "0"}, "max_body_bytes must be >= 1"),
+        ({"HFASGI_UPSTREAM_TIMEOUT": "0"}, "upstream_timeout \\(HFASGI_UPSTREAM_TIMEOUT\\) must be > 0"),
+        ({"HFASGI_MAX_BODY_BYTES": "0"}, "max_body_bytes \\(HFASGI_MAX_BODY_BYTES\\) must be >= 1"),
         ({"HFASGI_MODELS": "/nonexistent/models.toml"}, "does not exist"),
+        ({"HFASGI_UPSTREAM_ATTEMPTS": "0"}, "upstream_attempts \\(HFASGI_UPSTREAM_ATTEMPTS\\) must be >= 1"),
+        ({"HFASGI_LOADING_WAIT": "-1"}, "loading_wait \\(HFASGI_LOADING_WAIT\\) must be >= 0"),
+        ({"HFASGI_LOADING_WAIT": "a while"}, "HFASGI_LOADING_WAIT must be a number"),
     ],
 )
 def test_bad_settings_fail_at_load_naming_the_setting(env: dict[str, str], message: str) -> None:
@@ -61,4 +75,4 @@ def test_cli_reports_bad_settings_without_a_traceback(
 ) -> None:
     monkeypatch.setenv("HFASGI_UPSTREAM_KIND", "nope")
     assert main(["serve"]) == 2
-    assert "invalid settings: upstream_kind must be one of" in capsys.readouterr().err
+    assert "invalid settings: upstream_kind (HFASGI_UPSTREAM_KIND) must be one of" in capsys.readouterr().err

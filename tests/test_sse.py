@@ -83,6 +83,21 @@ def test_fail_drops_an_incomplete_line_and_sends_one_error_event() -> None:
     assert framer.errored and not framer.done
 
 
+@pytest.mark.parametrize("openai", [True, False])
+def test_nothing_follows_an_error_event(openai: bool) -> None:
+    error = b'data: {"error":"e","error_type":"generation"}\n\n'
+    framer = SSEFramer(openai=openai)
+    out = framer.feed(CHUNK + error + CHUNK) + framer.feed(CHUNK + b"data: [DONE]\n\n") + framer.end()
+    assert out == CHUNK + error
+    assert framer.fail("lost", "upstream_unavailable") == b""  # no second error event either
+
+
+def test_an_echoed_secret_is_redacted_from_stream_errors() -> None:
+    framer = SSEFramer(openai=False, secret="hf_secret")
+    out = framer.feed(b'data: {"error":"bad token Bearer hf_secret","error_type":"validation"}\n\n')
+    assert out == b'data: {"error":"bad token Bearer [redacted]","error_type":"validation"}\n\n'
+
+
 def test_a_final_line_without_newline_is_completed() -> None:
     assert run(b'data: {"a":1}', openai=False) == b'data: {"a":1}\n\n'
 
@@ -92,6 +107,7 @@ STREAMS = [
     b'data:{"token":{"text":"x"}}\n\n' * 4,
     b": c\n\n" + CHUNK + b'data: {"error":"e","error_type":"overloaded"}\n\n',
     b"data: {}\r\n\r\n" * 3 + b"data:[DONE]\r\n\r\n",
+    CHUNK + b'data: {"error":{"message":"m"}}\n\n' + CHUNK + b"data: [DONE]\n\n",
 ]
 
 

@@ -70,6 +70,14 @@ def test_the_upstream_token_is_redacted() -> None:
     assert "hf_secret123" not in text["error"]
 
 
+def test_the_upstream_token_is_redacted_wherever_it_is_nested() -> None:
+    body = b'{"error":"Unauthorized","request":{"headers":[{"authorization":"Bearer hf_secret123"}]}}'
+    out = json.loads(normalize_error_body(401, body, JSON, secret="hf_secret123"))
+    assert out == {"error": "Unauthorized", "request": {"headers": [{"authorization": "Bearer [redacted]"}]}}
+    escaped = b'{"error":"bad \\u0068f_secret123"}'  # the token JSON-escaped: invisible to a byte search
+    assert json.loads(normalize_error_body(401, escaped, JSON, secret="hf_secret123")) == {"error": "bad [redacted]"}
+
+
 def test_long_messages_are_truncated() -> None:
     out = json.loads(normalize_error_body(500, b"x" * 10_000, "text/plain"))
     assert len(out["error"]) < 4100

@@ -29,6 +29,7 @@ from hfasgi.forwarding.retry import RetryPolicy, parse_retry_after
 from hfasgi.forwarding.sse import SSEFramer
 from hfasgi.forwarding.upstream import Upstream, UpstreamCall, UpstreamKind
 from hfasgi.forwarding.upstream_errors import normalize_error_body, parse_loading
+from hfasgi.forwarding.watchdog import Watchdog
 from hfasgi.operations import DEFAULT_ROUTES, Dialect, Operation, Route, Routes
 from hfasgi.types import ASGIApp, Headers, Receive, Scope, Send
 
@@ -39,6 +40,7 @@ _SMALL_BODY = 256 * 1024
 _JSON_BODY_ROUTES = (Route.CHAT, Route.COMPLETIONS, Route.EMBEDDINGS)
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
 _SSE_HEADERS: Headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+_SSE_HEADER_NAMES = frozenset(name for name, _ in _SSE_HEADERS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,15 +226,12 @@ class _Exchange:
         upstream = self.route.upstream
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(upstream.timeouts.total) as timer:
-                watcher = loop.create_task(self._watch_disconnect(timer))
-                try:
-                    response = await self._request(call, upstream, loop)
-                    await self._relay(response, upstream, timer, loop)
-                finally:
-                    watcher.cancel()
-        except TimeoutError:
-            if not self.disconnected:
+            with Watchdog(self.receive, upstream.timeouts.total) as dog:
+                response = await self._request(call, upstream, loop)
+                await self._relay(response, upstream, dog)
+            if dog.reason == "disconnect":
+                self.disconnected = True
+            elif dog.reason == "timeout":
                 if self.started:
                     await self._fail_stream(
                         f"Upstream {upstream.name!r} stopped sending (timeout)", ErrorType.UPSTREAM_TIMEOUT
@@ -269,18 +268,6 @@ class _Exchange:
                     upstream_response.close()  # abandon the connection: the upstream sees the cancel at once
                 else:
                     upstream_response.release()
-
-    async def _watch_disconnect(self, timer: asyncio.Timeout) -> None:
-        """Wait for ``http.disconnect``; then end the exchange at once (the upstream request is cancelled)."""
-        try:
-            while True:
-                message = await self.receive()
-                if message["type"] == "http.disconnect":
-                    break
-        except Exception:  # a server whose receive fails after the response: nothing to watch
-            return
-        self.disconnected = True
-        timer.reschedule(-1.0)
 
     async def _request(
         self, call: UpstreamCall, upstream: Upstream, loop: asyncio.AbstractEventLoop
@@ -352,31 +339,32 @@ class _Exchange:
         self,
         response: aiohttp.ClientResponse,
         upstream: Upstream,
-        timer: asyncio.Timeout,
-        loop: asyncio.AbstractEventLoop,
+        dog: Watchdog,
     ) -> None:
         status = response.status
         if status >= 400:
             payload = self.error_payload
             if payload is None:
                 payload = await response.content.read(_MAX_ERROR_BODY)
+            dog.finishing()
             await self._send_error_response(response, payload, self.error_extra)
             return
         send = self.send
-        headers = response_headers(response.raw_headers)
+        headers = response_headers(response.raw_headers, upstream.token)
         content_type = response.headers.get("content-type", "")
         if content_type.startswith("text/event-stream"):
-            headers = [h for h in headers if h[0] != b"cache-control"] + _SSE_HEADERS
-            framer = self.framer = SSEFramer(openai=self.op.dialect is Dialect.OPENAI)
+            headers = [h for h in headers if h[0] not in _SSE_HEADER_NAMES] + _SSE_HEADERS
+            framer = self.framer = SSEFramer(openai=self.op.dialect is Dialect.OPENAI, secret=upstream.token)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             self.started = True
             idle = upstream.timeouts.read
-            timer.reschedule(loop.time() + idle)
+            dog.set_timeout(idle)
             async for chunk in response.content.iter_any():
                 out = framer.feed(chunk)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-                timer.reschedule(loop.time() + idle)
+                dog.set_timeout(idle)
+            dog.finishing()
             await send({"type": "http.response.body", "body": framer.end(), "more_body": False})
             return
         length = response.content_length
@@ -386,17 +374,36 @@ class _Exchange:
             headers.append((b"content-length", str(len(payload)).encode()))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             self.started = True
+            dog.finishing()
             await send({"type": "http.response.body", "body": payload, "more_body": False})
             return
-        if length is not None and not encoded:
+        first = b""
+        if encoded:  # decoded here, so its length is unknown until read: buffer up to _SMALL_BODY of it
+            parts: list[bytes] = []
+            size = 0
+            while size <= _SMALL_BODY and (part := await response.content.readany()):
+                parts.append(part)
+                size += len(part)
+            first = b"".join(parts)
+            if response.content.at_eof():
+                headers.append((b"content-length", str(len(first)).encode()))
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                self.started = True
+                dog.finishing()
+                await send({"type": "http.response.body", "body": first, "more_body": False})
+                return
+        elif length is not None:
             headers.append((b"content-length", str(length).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         self.started = True
+        if first:
+            await send({"type": "http.response.body", "body": first, "more_body": True})
         try:
             async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except _CONNECTION_ERRORS as exc:
             raise UpstreamBroken(f"upstream {upstream.name!r} broke mid-body: {_describe(exc)}") from exc
+        dog.finishing()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _send_error_response(
@@ -407,7 +414,8 @@ class _Exchange:
         body = normalize_error_body(
             response.status, payload, response.headers.get("content-type", ""), upstream.token if upstream else None
         )
-        headers = [h for h in response_headers(response.raw_headers) if h[0] != b"content-type"]
+        token = upstream.token if upstream else None
+        headers = [h for h in response_headers(response.raw_headers, token) if h[0] != b"content-type"]
         if extra:
             names = {name for name, _ in extra}
             headers = [h for h in headers if h[0] not in names] + extra

@@ -26,12 +26,23 @@ _DROP_RESPONSE = frozenset(
 
 
 def request_headers(raw: Headers, token: str | None, request_id: str) -> dict[str, str]:
-    """Upstream request headers from the client's: filtered, plus the gateway's token and request id."""
+    """Upstream request headers from the client's: filtered, plus the gateway's token and request id.
+
+    Headers the client's ``Connection`` names are hop-by-hop too (RFC 9110 §7.6.1) and are dropped.
+    """
     out: dict[str, str] = {}
+    named: set[bytes] = set()
     for name, value in raw:
         lname = name.lower()
         if lname not in _DROP_REQUEST:
-            out[lname.decode("latin-1")] = value.decode("latin-1")
+            key = lname.decode("latin-1")
+            previous = out.get(key)
+            # a repeated header is one comma-separated list (RFC 9110 §5.3)
+            out[key] = value.decode("latin-1") if previous is None else f"{previous}, {value.decode('latin-1')}"
+        elif lname == b"connection":
+            named.update(_options(value))
+    for option in named:
+        out.pop(option.decode("latin-1"), None)
     if token:
         out["authorization"] = "Bearer " + token
     if request_id:
@@ -39,6 +50,27 @@ def request_headers(raw: Headers, token: str | None, request_id: str) -> dict[st
     return out
 
 
-def response_headers(raw: Headers | tuple[tuple[bytes, bytes], ...]) -> Headers:
-    """Client response headers from the upstream's raw headers (lower-cased, filtered)."""
-    return [(n, v) for n, v in ((name.lower(), value) for name, value in raw) if n not in _DROP_RESPONSE]
+def response_headers(raw: Headers | tuple[tuple[bytes, bytes], ...], secret: str | None = None) -> Headers:
+    """Client response headers from the upstream's raw headers (lower-cased, filtered).
+
+    Headers the upstream's ``Connection`` names are dropped too; ``secret`` (the upstream token), if
+    the upstream echoed it in a header value, is redacted.
+    """
+    out: Headers = []
+    named: set[bytes] = set()
+    token = secret.encode("latin-1") if secret else None
+    for name, value in raw:
+        lname = name.lower()
+        if lname in _DROP_RESPONSE:
+            if lname == b"connection":
+                named.update(_options(value))
+            continue
+        if token is not None and token in value:
+            value = value.replace(token, b"[redacted]")
+        out.append((lname, value))
+    return [h for h in out if h[0] not in named] if named else out
+
+
+def _options(connection: bytes) -> list[bytes]:
+    """The header names listed in a ``Connection`` value (lower-cased)."""
+    return [option.strip().lower() for option in connection.split(b",") if option.strip()]

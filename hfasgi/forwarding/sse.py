@@ -26,8 +26,11 @@ def error_event(message: str, error_type: str) -> bytes:
 _STATUS_TYPES = {400: "validation", 422: "validation", 424: "generation", 429: "overloaded"}
 
 
-def normalize_stream_error(payload: bytes) -> bytes:
-    """Rewrite an upstream in-stream error payload as ``{"error": str, "error_type": str}`` JSON."""
+def normalize_stream_error(payload: bytes, secret: str | None = None) -> bytes:
+    """Rewrite an upstream in-stream error payload as ``{"error": str, "error_type": str}`` JSON.
+
+    ``secret`` (the upstream token), if the upstream echoed it in the message, is redacted.
+    """
     message: Any = None
     error_type: Any = None
     try:
@@ -54,6 +57,8 @@ def normalize_stream_error(payload: bytes) -> bytes:
             message = doc
     if not isinstance(message, str):
         message = json.dumps(message) if message is not None else "Upstream error during generation"
+    if secret:
+        message = message.replace(secret, "[redacted]")
     if not isinstance(error_type, str) or not error_type:
         error_type = "generation"
     return json.dumps({"error": message, "error_type": error_type}, separators=(",", ":"), ensure_ascii=False).encode()
@@ -64,13 +69,16 @@ class SSEFramer:
 
     ``openai=True`` (OpenAI routes): ``data: [DONE]`` is guaranteed to end a stream that did not fail.
     ``openai=False`` (TGI and task routes): any ``[DONE]`` is dropped. Both: one space after ``data:``,
-    ``\\n`` line endings, in-stream errors normalised; comments and other fields pass unchanged.
+    ``\\n`` line endings, in-stream errors normalised; comments and other fields pass unchanged. An
+    error event ends the stream: nothing the upstream sends after it is passed on. ``secret`` (the
+    upstream token) is redacted from error messages.
     """
 
-    __slots__ = ("_drop_blank", "_openai", "_pending", "done", "errored")
+    __slots__ = ("_drop_blank", "_openai", "_pending", "_secret", "done", "errored")
 
-    def __init__(self, *, openai: bool) -> None:
+    def __init__(self, *, openai: bool, secret: str | None = None) -> None:
         self._openai = openai
+        self._secret = secret
         self._pending = b""
         self._drop_blank = False
         self.done = False
@@ -80,6 +88,8 @@ class SSEFramer:
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to send for this upstream chunk (an incomplete last line is kept for later)."""
+        if self.errored:
+            return b""
         if (
             not self._pending
             and not self._drop_blank
@@ -98,7 +108,7 @@ class SSEFramer:
     def end(self) -> bytes:
         """The bytes to send when the upstream stream has ended normally."""
         out = b""
-        if self._pending:
+        if self._pending and not self.errored:
             out = self._lines([self._pending])
             self._pending = b""
             if not out.endswith(b"\n\n"):
@@ -109,8 +119,13 @@ class SSEFramer:
         return out
 
     def fail(self, message: str, error_type: str) -> bytes:
-        """The bytes to send when the stream breaks: one error event (an incomplete line is dropped)."""
+        """The bytes to send when the stream breaks: one error event (an incomplete line is dropped).
+
+        Nothing when an error event was sent already: it was the last event.
+        """
         self._pending = b""
+        if self.errored:
+            return b""
         self.errored = True
         return error_event(message, error_type)
 
@@ -142,10 +157,10 @@ class SSEFramer:
                         is_error = isinstance(probe, dict) and probe.get("error") is not None
                     except ValueError:
                         is_error = True  # an unescaped `{"error": ...}` (transformers serve)
-                    if is_error:
+                    if is_error:  # the last event: what follows it is dropped
                         self.errored = True
-                        out.append(b"data: " + normalize_stream_error(stripped))
-                        continue
+                        out += [b"data: " + normalize_stream_error(stripped, self._secret), b""]
+                        break
                 out.append(b"data: " + payload)
             else:
                 out.append(line)

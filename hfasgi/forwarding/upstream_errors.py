@@ -31,9 +31,10 @@ def normalize_error_body(status: int, body: bytes, content_type: str, secret: st
         except ValueError:
             doc = None
     if isinstance(doc, dict) and isinstance(doc.get("error"), str):
-        if secret and secret.encode() in body:
-            doc = {k: _redact(v, secret) if isinstance(v, str) else v for k, v in doc.items()}
-            return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        if secret:
+            redacted = _redact_all(doc, secret)  # anywhere in it, nested too (an echoed request, say)
+            if redacted != doc:
+                return json.dumps(redacted, separators=(",", ":"), ensure_ascii=False).encode()
         return body
     message, error_type = _extract(doc, body, content_type)
     message = message.strip() or reason(status)
@@ -52,7 +53,7 @@ def _extract(doc: Any, body: bytes, content_type: str) -> tuple[str, str | None]
             etype = error.get("type") if isinstance(error.get("type"), str) else None
             return _text(error.get("message", error)), error_type or etype
         if isinstance(error, list):  # api-inference-community pydantic errors
-            return "; ".join(_text(e) for e in error), error_type
+            return "; ".join(_item(e) for e in error), error_type
         if error is not None:
             return _text(error), error_type
         detail = doc.get("detail")
@@ -64,8 +65,8 @@ def _extract(doc: Any, body: bytes, content_type: str) -> tuple[str, str | None]
             if isinstance(doc.get(key), str):
                 return doc[key], error_type
         return _text(doc), error_type
-    if isinstance(doc, list):
-        return "; ".join(_text(e) for e in doc), None
+    if isinstance(doc, list):  # e.g. `[{"error": "..."}]`, which would crash huggingface_hub
+        return "; ".join(_item(e) for e in doc), None
     text = body.decode("utf-8", "replace")
     if "html" in content_type or text.lstrip()[:1] == "<":
         return "", None  # an HTML error page says nothing a client can use: the reason phrase will do
@@ -80,12 +81,32 @@ def _detail_item(item: Any) -> str:
     return _text(item)
 
 
+def _item(value: Any) -> str:
+    """One error of a list: its message when it is an object carrying one, else its text."""
+    if isinstance(value, dict):
+        for key in ("error", "message", "msg"):
+            if isinstance(value.get(key), str):
+                return str(value[key])
+    return _text(value)
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _redact(text: str, secret: str) -> str:
     return text.replace(secret, "[redacted]")
+
+
+def _redact_all(value: Any, secret: str) -> Any:
+    """``value`` (parsed JSON) with ``secret`` redacted from every string in it."""
+    if isinstance(value, str):
+        return _redact(value, secret)
+    if isinstance(value, dict):
+        return {_redact(k, secret): _redact_all(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_all(v, secret) for v in value]
+    return value
 
 
 def parse_loading(body: bytes) -> float | None:
