@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hfasgi.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CANONICAL_ORDER", "Layer", "Lifespan", "Resource", "resources", "stack"]
+__all__ = ["CANONICAL_ORDER", "Layer", "Lifespan", "Resource", "layer_resources", "resources", "stack"]
 
 CANONICAL_ORDER: tuple[str, ...] = (
     "Tracing",
@@ -41,6 +41,8 @@ class Layer:
 
     cls: Any
     kwargs: dict[str, Any] = field(default_factory=dict)
+    resources: tuple[Resource, ...] = ()
+    """Shared resources the layer needs open while it serves (see :func:`layer_resources`)."""
 
     def __call__(self, app: ASGIApp) -> ASGIApp:
         """Instantiate the middleware around ``app``."""
@@ -78,6 +80,15 @@ class Resource(Protocol):
     async def open(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+def layer_resources(layers: Iterable[Layer]) -> list[Resource]:
+    """The resources ``layers`` declare, each once, in order: what the app's lifespan must open and close."""
+    found: dict[int, Resource] = {}
+    for layer in layers:
+        for item in layer.resources:
+            found.setdefault(id(item), item)
+    return list(found.values())
 
 
 @contextlib.asynccontextmanager

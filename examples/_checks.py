@@ -1,0 +1,52 @@
+"""What both examples must do for real clients; each example's tests call these against its served app."""
+
+from __future__ import annotations
+
+from huggingface_hub import InferenceClient
+from openai import OpenAI
+
+from tests.upstream import FakeHF, expected_chat, expected_text_classification
+from tests.upstream.fixtures import Upstream
+
+SERVER_TOKEN = "hf_example_server_token"
+"""The gateway's ``HF_TOKEN`` in the example tests: it reaches the upstream, never a client."""
+CLIENT_KEY = "client-key-that-stays-here"
+MESSAGES = [{"role": "user", "content": "What does the gateway do?"}]
+
+
+def environment(upstream: Upstream) -> dict[str, str]:
+    """The environment an operator would set to point the example at ``upstream`` (the router dialect)."""
+    return {"HFASGI_UPSTREAM_URL": upstream.url, "HFASGI_UPSTREAM_KIND": "router", "HF_TOKEN": SERVER_TOKEN}
+
+
+def check_huggingface_hub(base: str, fake: FakeHF) -> None:
+    """``InferenceClient(base_url=".../hf")``: chat, streamed chat, and the task API through the gateway."""
+    with InferenceClient(base_url=f"{base}/hf", api_key=CLIENT_KEY) as client:
+        out = client.chat_completion(MESSAGES, model="org/chat-model", max_tokens=4)
+        streamed = list(client.chat_completion(MESSAGES, model="org/chat-model", max_tokens=3, stream=True))
+    assert out.choices[0].message.content == expected_chat(MESSAGES, 4)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == expected_chat(MESSAGES, 3)
+    sent = fake.last("/v1/chat/completions")
+    assert sent.headers["authorization"] == f"Bearer {SERVER_TOKEN}"  # the client's key stayed at the gateway
+    with InferenceClient(base_url=f"{base}/hf/models/fake/text-classification") as task:
+        labels = task.text_classification("I love this")
+    assert [(c.label, c.score) for c in labels] == [
+        (e["label"], e["score"]) for e in expected_text_classification("I love this")
+    ]
+    assert fake.last().path == "/hf-inference/models/fake/text-classification"
+
+
+def check_openai(base: str, fake: FakeHF) -> None:
+    """``OpenAI(base_url=".../hf/v1")``: chat and streamed chat through the gateway."""
+    with OpenAI(base_url=f"{base}/hf/v1", api_key=CLIENT_KEY, max_retries=0) as client:
+        out = client.chat.completions.create(model="org/chat-model", messages=MESSAGES, max_tokens=2)
+        stream = client.chat.completions.create(
+            model="org/chat-model",
+            messages=MESSAGES,
+            max_tokens=5,
+            stream=True,
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert out.choices[0].message.content == expected_chat(MESSAGES, 2)
+    assert text == expected_chat(MESSAGES, 5)
+    assert fake.last("/v1/chat/completions").json["stream"] is True

@@ -1,0 +1,1 @@
+"""An existing FastAPI app that gains the gateway under ``/hf`` through ``hfasgi.contrib.fastapi``."""
