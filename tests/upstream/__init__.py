@@ -1,0 +1,47 @@
+"""A faithful fake Hugging Face-style upstream (router, serverless, TGI, OpenAI / transformers serve)."""
+
+from .fake_hf import FakeHF, RecordedRequest, Scenario, StreamState, dropping_server
+from .shapes import (
+    count_tokens,
+    error_body,
+    expected_chat,
+    expected_embedding,
+    expected_features,
+    expected_fill_mask,
+    expected_generation,
+    expected_question_answering,
+    expected_sentence_similarity,
+    expected_summarization,
+    expected_table_question_answering,
+    expected_text_classification,
+    expected_token_classification,
+    expected_translation,
+    expected_zero_shot,
+    messages_text,
+    token_texts,
+)
+
+__all__ = [
+    "FakeHF",
+    "RecordedRequest",
+    "Scenario",
+    "StreamState",
+    "count_tokens",
+    "dropping_server",
+    "error_body",
+    "expected_chat",
+    "expected_embedding",
+    "expected_features",
+    "expected_fill_mask",
+    "expected_generation",
+    "expected_question_answering",
+    "expected_sentence_similarity",
+    "expected_summarization",
+    "expected_table_question_answering",
+    "expected_text_classification",
+    "expected_token_classification",
+    "expected_translation",
+    "expected_zero_shot",
+    "messages_text",
+    "token_texts",
+]
