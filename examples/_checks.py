@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
 from huggingface_hub import InferenceClient
 from openai import OpenAI
 
+from tests.servers import serve
 from tests.upstream import FakeHF, expected_chat, expected_text_classification
 from tests.upstream.fixtures import Upstream
 
@@ -50,3 +56,26 @@ def check_openai(base: str, fake: FakeHF) -> None:
     assert out.choices[0].message.content == expected_chat(MESSAGES, 2)
     assert text == expected_chat(MESSAGES, 5)
     assert fake.last("/v1/chat/completions").json["stream"] is True
+
+
+def check_lifespan(create_app: Callable[..., Any], upstream: Upstream) -> None:
+    """The app's own lifespan still runs, and the gateway's pool is open while it serves and closed after."""
+    app = create_app(environment(upstream))
+    with serve(app) as base:
+        status = httpx.get(f"{base}/status").json()
+    assert status == {"ready": True, "notes": 0, "gateway_open": True}
+    assert app.state.events == ["startup", "shutdown"]
+    assert not app.state.gateway.pool.is_open
+
+
+def check_environment(create_app: Callable[..., Any], upstream: Upstream, fake: FakeHF, monkeypatch: Any) -> None:
+    """Without arguments the app reads the process environment; a bad setting fails when the app is built."""
+    for name, value in environment(upstream).items():
+        monkeypatch.setenv(name, value)
+    with serve(create_app()) as base:
+        answer = httpx.post(f"{base}/hf/v1/chat/completions", json={"model": "org/chat-model", "messages": MESSAGES})
+    assert answer.status_code == 200
+    assert fake.last("/v1/chat/completions").headers["authorization"] == f"Bearer {SERVER_TOKEN}"
+    monkeypatch.setenv("HFASGI_UPSTREAM_KIND", "nonsense")
+    with pytest.raises(ValueError, match="nonsense"):
+        create_app()

@@ -22,10 +22,10 @@ from hfasgi.forwarding.upstream import Timeouts, Upstream, UpstreamKind
 from hfasgi.operations import Routes
 from hfasgi.request_id import RequestId
 from hfasgi.settings import Settings
-from hfasgi.stack import Layer, Resource, resources, stack
+from hfasgi.stack import Layer, Resource, layer_resources, resources, stack
 from hfasgi.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["create_app", "layers"]
+__all__ = ["create_app", "layers", "send_unrouted"]
 
 _HEALTH_TTL = 5.0
 _PROBE_TIMEOUT = 2.0
@@ -64,16 +64,33 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         max_body_bytes=settings.max_body_bytes,
         retry=RetryPolicy(attempts=settings.upstream_attempts, loading_wait=settings.loading_wait),
     )
-    inner = _GatewayApp(catalog, forwarder.routes, [forwarder.pool])
-    return stack(inner, *layers(forwarder))
+    gateway_layers = layers(forwarder)
+    inner = _GatewayApp(catalog, forwarder.routes, forwarder.pool, layer_resources(gateway_layers))
+    return stack(inner, *gateway_layers)
+
+
+async def send_unrouted(scope: Scope, send: Send, routes: Routes) -> None:
+    """Answer a request no layer took: 405 with ``Allow`` on a gateway path, else 404 (websockets: 4404)."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 4404})
+        return
+    path, method = scope["path"], scope["method"]
+    allowed = routes.allowed_methods(path)
+    if allowed:
+        message = f"Method {method} is not allowed on {path}; use {' or '.join(allowed)}"
+        allow = [(b"allow", ", ".join(allowed).encode())]
+        await send_error(scope, send, 405, ErrorType.METHOD_NOT_ALLOWED, message, allow)
+        return
+    await send_error(scope, send, 404, ErrorType.NOT_FOUND, f"No route {method} {path} on this gateway")
 
 
 class _GatewayApp:
     """What is left after the layers: lifespan, ``/health``, and enveloped 404/405."""
 
-    def __init__(self, catalog: ModelCatalog, routes: Routes, shared: list[Resource]) -> None:
+    def __init__(self, catalog: ModelCatalog, routes: Routes, pool: UpstreamPool, shared: list[Resource]) -> None:
         self.catalog = catalog
         self.routes = routes
+        self.pool = pool
         self.shared = shared
         self.started = time.monotonic()
         self._health: tuple[float, dict[str, str]] | None = None
@@ -83,27 +100,12 @@ class _GatewayApp:
         if s["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        if s["type"] != "http":
-            if s["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 4404})
-            return
-        path, method = s["path"], s["method"]
-        if path == self.routes.prefix + "/health" and method in ("GET", "HEAD"):
+        if s["type"] == "http" and s["path"] == self.routes.prefix + "/health" and s["method"] in ("GET", "HEAD"):
             document = await self._health_document()
             await send_json(send, 503 if document["status"] == "unhealthy" else 200, document)
             return
-        allowed = self.routes.allowed_methods(path)
-        if allowed:
-            await send_error(
-                s,
-                send,
-                405,
-                ErrorType.METHOD_NOT_ALLOWED,
-                f"Method {method} is not allowed on {path}; use {' or '.join(allowed)}",
-                [(b"allow", ", ".join(allowed).encode())],
-            )
-            return
-        await send_error(s, send, 404, ErrorType.NOT_FOUND, f"No route {method} {path} on this gateway")
+        if s["type"] in ("http", "websocket"):
+            await send_unrouted(s, send, self.routes)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
@@ -143,8 +145,7 @@ class _GatewayApp:
 
     async def _probe(self, upstream: Upstream) -> str:
         """``healthy`` when the upstream answers its health URL below 500 within 2 s."""
-        pool = self.shared[0]
-        assert isinstance(pool, UpstreamPool)
+        pool = self.pool
         headers = {"authorization": f"Bearer {upstream.token}"} if upstream.token else {}
         try:
             async with asyncio.timeout(_PROBE_TIMEOUT):

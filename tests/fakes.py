@@ -9,6 +9,16 @@ from typing import Any
 Message = dict[str, Any]
 
 
+async def serve_lifespan(receive: Any, send: Any, log: list[str]) -> None:
+    """Answer the lifespan protocol (every event completes), recording the events in ``log``."""
+    while True:
+        message = await receive()
+        log.append(message["type"])
+        await send({"type": message["type"] + ".complete"})
+        if message["type"] == "lifespan.shutdown":
+            return
+
+
 class RecordingApp:
     """Answers every http request with JSON ``{"path", "body"}``; records scopes and bodies; raises on demand."""
 
@@ -21,12 +31,8 @@ class RecordingApp:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                self.lifespan_events.append(message["type"])
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            await serve_lifespan(receive, send, self.lifespan_events)
+            return
         if scope["type"] != "http":
             return
         self.scopes.append(scope)

@@ -26,6 +26,7 @@ from hfasgi.request_id import RequestId
 from hfasgi.stack import CANONICAL_ORDER, Layer, resources, stack
 from hfasgi.types import Receive, Send
 from tests.asgi_driver import open_stream, request
+from tests.fakes import serve_lifespan
 from tests.upstream import FakeHF, expected_chat
 from tests.upstream.fixtures import Upstream
 
@@ -74,12 +75,8 @@ class Inner:
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                self.lifespan.append(message["type"])
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            await serve_lifespan(receive, send, self.lifespan)
+            return
         self.scopes.append(scope)
         path = scope["path"]
         if scope["type"] == "websocket":

@@ -6,7 +6,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from examples._checks import MESSAGES, SERVER_TOKEN, Upstream, check_huggingface_hub, check_openai, environment
+from examples._checks import (
+    Upstream,
+    check_environment,
+    check_huggingface_hub,
+    check_lifespan,
+    check_openai,
+    environment,
+)
 from examples.litestar_app.app import create_app
 from tests.servers import serve
 from tests.upstream import FakeHF
@@ -36,23 +43,10 @@ def test_its_own_routes_are_untouched(upstream: Upstream) -> None:
 
 
 def test_its_lifespan_still_runs_and_opens_the_gateway(upstream: Upstream) -> None:
-    app = create_app(environment(upstream))
-    with serve(app) as base:
-        status = httpx.get(f"{base}/status").json()
-    assert status == {"ready": True, "notes": 0, "gateway_open": True}
-    assert app.state.events == ["startup", "shutdown"]
-    assert not app.state.gateway.pool.is_open
+    check_lifespan(create_app, upstream)
 
 
 def test_without_arguments_it_reads_the_process_environment(
     upstream: Upstream, fake: FakeHF, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in environment(upstream).items():
-        monkeypatch.setenv(name, value)
-    with serve(create_app()) as base:
-        answer = httpx.post(f"{base}/hf/v1/chat/completions", json={"model": "org/chat-model", "messages": MESSAGES})
-    assert answer.status_code == 200
-    assert fake.last("/v1/chat/completions").headers["authorization"] == f"Bearer {SERVER_TOKEN}"
-    monkeypatch.setenv("HFASGI_UPSTREAM_KIND", "nonsense")
-    with pytest.raises(ValueError, match="nonsense"):  # a bad setting fails when the app is built
-        create_app()
+    check_environment(create_app, upstream, fake, monkeypatch)

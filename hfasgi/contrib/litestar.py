@@ -31,7 +31,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from hfasgi.errors import ErrorType, send_error
+from hfasgi.app import send_unrouted
 from hfasgi.operations import Routes
 from hfasgi.stack import Layer, Resource, layer_resources, stack
 from hfasgi.types import ASGIApp, Receive, Scope, Send
@@ -124,16 +124,5 @@ class _NotOurs:
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         s: Scope = scope
-        if s["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 4404})
-            return
-        if s["type"] != "http":
-            return
-        path, method = s["path"], s["method"]
-        allowed = self.routes.allowed_methods(path)
-        if allowed:
-            message = f"Method {method} is not allowed on {path}; use {' or '.join(allowed)}"
-            allow = [(b"allow", ", ".join(allowed).encode())]
-            await send_error(s, send, 405, ErrorType.METHOD_NOT_ALLOWED, message, allow)
-            return
-        await send_error(s, send, 404, ErrorType.NOT_FOUND, f"No route {method} {path} on this gateway")
+        if s["type"] in ("http", "websocket"):
+            await send_unrouted(s, send, self.routes)
