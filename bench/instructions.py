@@ -1,6 +1,11 @@
 """Instructions per proxied request, counted by callgrind: a measure the machine's load cannot move.
 
-    bench/instructions.sh          # the bare aiohttp proxy (the floor) and the reference app
+    bench/instructions.sh          # the floor (a bare aiohttp proxy) and the reference app's variants
+    bench/instructions.sh --only hfasgi,hfasgi+auth+limit
+
+Variants: ``hfasgi`` (``--no-auth``), ``hfasgi+auth+limit`` (a key and a request limit, memory store),
+``hfasgi+auth+limit+tokens`` (plus a token limit: reservation and usage probe) and
+``hfasgi+auth+redis-limit`` (the request limit in Redis; Redis's own work is not counted).
 
 Each proxy runs under ``valgrind --tool=callgrind`` in front of a static nginx upstream and serves N
 chat requests, one at a time (so no exchange lasts long enough for valgrind's slowness to change
@@ -78,9 +83,13 @@ def main() -> int:
     parser.add_argument("--upstream", default="http://127.0.0.1:9301", help="a fast chat upstream (nginx)")
     parser.add_argument("--requests", type=int, nargs=2, default=(100, 500), metavar=("FEW", "MANY"))
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/hfasgi-instructions"))
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis for the redis-limit variant")
+    parser.add_argument("--only", help="comma-separated variants to count (the floor is always counted)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     bench_python = "/tmp/bench/venv/bin/python"
+    hfasgi = [str(ROOT / ".venv" / "bin" / "hfasgi"), "serve", "--port", str(PORT), "--log-level", "warning"]
+    base = {"HFASGI_UPSTREAM_URL": args.upstream, "HFASGI_UPSTREAM_KIND": "router", "HF_TOKEN": "hf_bench"}
     proxies = {
         "aiohttp-floor": (
             [bench_python, "-m", "uvicorn", "asgi_proxy_aiohttp:app", "--app-dir", str(SHARED), "--port", str(PORT),
@@ -88,21 +97,40 @@ def main() -> int:
             {"UPSTREAM_URL": args.upstream},
         ),
         "hfasgi": (
-            [str(ROOT / ".venv" / "bin" / "hfasgi"), "serve", "--port", str(PORT), "--log-level", "warning"],
-            {"HFASGI_UPSTREAM_URL": args.upstream, "HFASGI_UPSTREAM_KIND": "router", "HF_TOKEN": "hf_bench"},
+            [*hfasgi, "--no-auth"],
+            base,
+        ),
+        "hfasgi+auth+limit": (
+            hfasgi,
+            {**base, "HFASGI_API_KEYS": "sk-bench", "HFASGI_RATE_LIMIT": "100000000/minute"},
+        ),
+        "hfasgi+auth+limit+tokens": (
+            hfasgi,
+            {**base, "HFASGI_API_KEYS": "sk-bench", "HFASGI_RATE_LIMIT": "100000000/minute",
+             "HFASGI_TOKEN_LIMIT": "100000000000/minute"},
+        ),
+        "hfasgi+auth+redis-limit": (
+            hfasgi,
+            {**base, "HFASGI_API_KEYS": "sk-bench", "HFASGI_RATE_LIMIT": "100000000/minute",
+             "HFASGI_REDIS_URL": args.redis},
         ),
     }  # fmt: skip
     few, many = args.requests
     per_request = {}
+    chosen = set(args.only.split(",")) | {"aiohttp-floor"} if args.only else set(proxies)
     for name, (command, env) in proxies.items():
+        if name not in chosen:
+            continue
         total_few = count(name, command, env, few, args.workdir)
         total_many = count(name, command, env, many, args.workdir)
         per_request[name] = (total_many - total_few) / (many - few)
     floor = per_request["aiohttp-floor"]
-    print("| proxy | instructions per request | vs floor |")
-    print("| --- | --- | --- |")
+    plain = per_request.get("hfasgi")
+    print("| proxy | instructions per request | vs floor | added to plain hfasgi |")
+    print("| --- | --- | --- | --- |")
     for name, value in per_request.items():
-        print(f"| {name} | {value:,.0f} | {value / floor:.2f}x |")
+        added = f"{value - plain:+,.0f}" if plain is not None and name.startswith("hfasgi+") else ""
+        print(f"| {name} | {value:,.0f} | {value / floor:.2f}x | {added} |")
     return 0
 
 

@@ -1,1 +1,4 @@
-"""Example apps that gain the hfasgi gateway (importable, so ``uvicorn examples.<name>.app:app`` works)."""
+"""Example apps that gain the hfasgi gateway.
+
+Importable, so ``uvicorn --factory examples.<name>.app:create_app`` works.
+"""

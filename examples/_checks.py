@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from huggingface_hub import InferenceClient
-from openai import OpenAI
+from openai import AuthenticationError, OpenAI
 
 from tests.servers import serve
 from tests.upstream import FakeHF, expected_chat, expected_text_classification
@@ -22,7 +22,13 @@ MESSAGES = [{"role": "user", "content": "What does the gateway do?"}]
 
 def environment(upstream: Upstream) -> dict[str, str]:
     """The environment an operator would set to point the example at ``upstream`` (the router dialect)."""
-    return {"HFASGI_UPSTREAM_URL": upstream.url, "HFASGI_UPSTREAM_KIND": "router", "HF_TOKEN": SERVER_TOKEN}
+    return {
+        "HFASGI_UPSTREAM_URL": upstream.url,
+        "HFASGI_UPSTREAM_KIND": "router",
+        "HF_TOKEN": SERVER_TOKEN,
+        "HFASGI_API_KEYS": f"notes-team={CLIENT_KEY}",
+        "HFASGI_RATE_LIMIT": "1000/minute",
+    }
 
 
 def check_huggingface_hub(base: str, fake: FakeHF) -> None:
@@ -34,7 +40,7 @@ def check_huggingface_hub(base: str, fake: FakeHF) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == expected_chat(MESSAGES, 3)
     sent = fake.last("/v1/chat/completions")
     assert sent.headers["authorization"] == f"Bearer {SERVER_TOKEN}"  # the client's key stayed at the gateway
-    with InferenceClient(base_url=f"{base}/hf/models/fake/text-classification") as task:
+    with InferenceClient(base_url=f"{base}/hf/models/fake/text-classification", api_key=CLIENT_KEY) as task:
         labels = task.text_classification("I love this")
     assert [(c.label, c.score) for c in labels] == [
         (e["label"], e["score"]) for e in expected_text_classification("I love this")
@@ -73,9 +79,36 @@ def check_environment(create_app: Callable[..., Any], upstream: Upstream, fake: 
     for name, value in environment(upstream).items():
         monkeypatch.setenv(name, value)
     with serve(create_app()) as base:
-        answer = httpx.post(f"{base}/hf/v1/chat/completions", json={"model": "org/chat-model", "messages": MESSAGES})
+        answer = httpx.post(
+            f"{base}/hf/v1/chat/completions",
+            json={"model": "org/chat-model", "messages": MESSAGES},
+            headers={"x-api-key": CLIENT_KEY},
+        )
     assert answer.status_code == 200
     assert fake.last("/v1/chat/completions").headers["authorization"] == f"Bearer {SERVER_TOKEN}"
     monkeypatch.setenv("HFASGI_UPSTREAM_KIND", "nonsense")
     with pytest.raises(ValueError, match="nonsense"):
         create_app()
+    monkeypatch.setenv("HFASGI_UPSTREAM_KIND", "router")
+    monkeypatch.delenv("HFASGI_API_KEYS")
+    with pytest.raises(ValueError, match="no-auth"):
+        create_app()  # no keys: the gateway would spend the token for anyone
+
+
+def check_keys_and_limits(base: str, fake: FakeHF) -> None:
+    """The gateway's routes need a key and count it; the app's own routes stay as they were."""
+    before = len(fake.requests)
+    with (
+        OpenAI(base_url=f"{base}/hf/v1", api_key="not-a-key", max_retries=0) as client,
+        pytest.raises(AuthenticationError),
+    ):
+        client.chat.completions.create(model="org/chat-model", messages=MESSAGES, max_tokens=2)
+    assert len(fake.requests) == before  # refused at the door
+    answer = httpx.post(
+        f"{base}/hf/v1/chat/completions",
+        json={"model": "org/chat-model", "messages": MESSAGES, "max_tokens": 2},
+        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+    )
+    assert answer.status_code == 200 and answer.headers["x-ratelimit-limit"] == "1000"
+    assert httpx.get(f"{base}/status").status_code == 200  # no key needed for the app's own routes
+    assert "x-ratelimit-limit" not in httpx.get(f"{base}/status").headers

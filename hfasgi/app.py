@@ -11,6 +11,15 @@ import time
 from typing import Any
 
 from hfasgi import __version__
+from hfasgi.auth import (
+    ApiKeyAuth,
+    AuthConfig,
+    ChainKeyStore,
+    FileKeyStore,
+    KeyStore,
+    MemoryKeyStore,
+    RedisKeyStore,
+)
 from hfasgi.catalog import ModelCatalog
 from hfasgi.envelope import ErrorEnvelope
 from hfasgi.errors import ErrorType, send_error
@@ -19,13 +28,16 @@ from hfasgi.forwarding.local import send_json
 from hfasgi.forwarding.pool import UpstreamPool
 from hfasgi.forwarding.retry import RetryPolicy
 from hfasgi.forwarding.upstream import Timeouts, Upstream, UpstreamKind
-from hfasgi.operations import Routes
+from hfasgi.limits import Limit
+from hfasgi.operations import DEFAULT_ROUTES, Routes
+from hfasgi.ratelimit import MemoryLimiterStore, RateLimiter, RateLimiterConfig, RedisLimiterStore
+from hfasgi.redis_client import RedisConnection
 from hfasgi.request_id import RequestId
 from hfasgi.settings import Settings
 from hfasgi.stack import Layer, Resource, layer_resources, resources, stack
 from hfasgi.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["create_app", "layers", "send_unrouted"]
+__all__ = ["build_auth", "build_limiter", "create_app", "layers", "layers_from_settings", "send_unrouted"]
 
 _HEALTH_TTL = 5.0
 _PROBE_TIMEOUT = 2.0
@@ -49,13 +61,92 @@ def build_catalog(settings: Settings) -> ModelCatalog:
     return ModelCatalog.single(default, default_model=settings.default_model)
 
 
-def layers(forwarder: ForwarderConfig) -> list[Layer]:
-    """The reference app's layers, outermost first (the forwarder's layer declares its pool as a resource)."""
-    return [Layer(RequestId), Layer(ErrorEnvelope), Layer(HFForwarder, {"config": forwarder}, (forwarder.pool,))]
+def layers(
+    forwarder: ForwarderConfig, *, auth: AuthConfig | None = None, limiter: RateLimiterConfig | None = None
+) -> list[Layer]:
+    """The reference app's layers, outermost first; each declares the shared resources it needs."""
+    found = [Layer(RequestId), Layer(ErrorEnvelope)]
+    if auth is not None:
+        auth_resources = tuple(r for r in (auth.store, auth.jwt) if r is not None)
+        found.append(Layer(ApiKeyAuth, {"config": auth}, auth_resources))
+    if limiter is not None:
+        found.append(Layer(RateLimiter, {"config": limiter}, (limiter.store,)))
+    found.append(Layer(HFForwarder, {"config": forwarder}, (forwarder.pool,)))
+    return found
+
+
+def build_auth(
+    settings: Settings, catalog: ModelCatalog, redis: RedisConnection | None, *, routes: Routes = DEFAULT_ROUTES
+) -> AuthConfig | None:
+    """The authentication of ``settings`` (``None`` with ``no_auth``); raises ``ValueError`` when none is set up."""
+    if settings.no_auth:
+        return None
+    if not settings.auth_configured:
+        raise ValueError(
+            "no API keys are configured (HFASGI_API_KEYS, HFASGI_API_KEYS_FILE, HFASGI_KEY_STORE=redis or "
+            "HFASGI_JWT_JWKS_FILE): the gateway would spend its Hugging Face token for anyone. Configure keys "
+            "(`hfasgi keys add NAME --file keys.toml`), or pass --no-auth (HFASGI_NO_AUTH=1) to run it open."
+        )
+    stores: list[KeyStore] = []
+    if settings.api_keys:
+        stores.append(MemoryKeyStore.from_keys(k for k in settings.api_keys.split(",") if k.strip()))
+    if settings.api_keys_file:
+        stores.append(FileKeyStore(settings.api_keys_file))
+    if settings.key_store == "redis" and redis is not None:
+        stores.append(RedisKeyStore(redis))
+    store: KeyStore | None = stores[0] if len(stores) == 1 else ChainKeyStore(stores) if stores else None
+    verifier = None
+    if settings.jwt_jwks_file:
+        from hfasgi.auth.jwt import JWTConfig, JWTVerifier
+
+        verifier = JWTVerifier(
+            JWTConfig(jwks_file=settings.jwt_jwks_file, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+        )
+    return AuthConfig(store=store, jwt=verifier, catalog=catalog, routes=routes, max_body_bytes=settings.max_body_bytes)
+
+
+def build_limiter(
+    settings: Settings,
+    catalog: ModelCatalog,
+    redis: RedisConnection | None,
+    auth: bool,
+    *,
+    routes: Routes = DEFAULT_ROUTES,
+) -> RateLimiterConfig | None:
+    """The rate limiter of ``settings``: present when limits are set, or when keys may carry their own."""
+    if settings.rate_limit is None and settings.token_limit is None and not auth:
+        return None
+    return RateLimiterConfig(
+        store=RedisLimiterStore(redis) if redis is not None else MemoryLimiterStore(),
+        rate_limit=Limit.parse(settings.rate_limit) if settings.rate_limit else None,
+        token_limit=Limit.parse(settings.token_limit) if settings.token_limit else None,
+        default_max_tokens=settings.default_max_tokens,
+        on_store_error="closed" if settings.rate_limit_failure == "closed" else "open",
+        max_body_bytes=settings.max_body_bytes,
+        catalog=catalog,
+        routes=routes,
+    )
+
+
+def layers_from_settings(settings: Settings, forwarder: ForwarderConfig) -> list[Layer]:
+    """The reference app's layers as ``settings`` configure them, around ``forwarder`` (whose routes they share).
+
+    This is how an existing app gets the same keys, limits and Redis as ``hfasgi serve``
+    (``install(app, layers_from_settings(settings, gateway))``). Raises ``ValueError`` when no way of
+    authenticating callers is configured and ``no_auth`` is not set.
+    """
+    redis = RedisConnection(settings.redis_url) if settings.redis_url else None
+    routes, catalog = forwarder.routes, forwarder.catalog
+    auth = build_auth(settings, catalog, redis, routes=routes)
+    limiter = build_limiter(settings, catalog, redis, auth is not None, routes=routes)
+    return layers(forwarder, auth=auth, limiter=limiter)
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
-    """The reference gateway as an ASGI app (with a lifespan that opens and closes the upstream pool)."""
+    """The reference gateway as an ASGI app (with a lifespan that opens and closes the shared resources).
+
+    Raises ``ValueError`` when no way of authenticating callers is configured and ``no_auth`` is not set.
+    """
     settings = settings or Settings.load()
     catalog = build_catalog(settings)
     forwarder = ForwarderConfig(
@@ -64,7 +155,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         max_body_bytes=settings.max_body_bytes,
         retry=RetryPolicy(attempts=settings.upstream_attempts, loading_wait=settings.loading_wait),
     )
-    gateway_layers = layers(forwarder)
+    gateway_layers = layers_from_settings(settings, forwarder)
     inner = _GatewayApp(catalog, forwarder.routes, forwarder.pool, layer_resources(gateway_layers))
     return stack(inner, *gateway_layers)
 

@@ -72,15 +72,19 @@ async def read_body(scope: Scope, receive: Receive, limit: int = DEFAULT_MAX_BOD
 
 
 def replay_receive(scope: Scope, receive: Receive) -> Receive:
-    """A ``receive`` for inner apps: the buffered body once, then the real ``receive``."""
-    body = get_context(scope).body or b""
+    """A ``receive`` for inner apps: the buffered body once, then the real ``receive``.
+
+    The body is taken from the context when the inner app asks, so a rewrite by a later layer
+    (:meth:`~hfasgi.context.RequestContext.set_json`) is what the app receives.
+    """
+    ctx = get_context(scope)
     replayed = False
 
     async def replay() -> Message:
         nonlocal replayed
         if not replayed:
             replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": ctx.body or b"", "more_body": False}
         message: Message = await receive()
         return message
 

@@ -1,4 +1,4 @@
-"""``hfasgi serve``: run the reference gateway with uvicorn."""
+"""The ``hfasgi`` command: ``hfasgi serve`` runs the reference gateway (uvicorn), ``hfasgi keys`` manages API keys."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from hfasgi import __version__
-from hfasgi.settings import Settings
+from hfasgi.settings import ENVIRONMENT, Settings
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
+    from hfasgi import keys_cli
+
     parser = argparse.ArgumentParser(prog="hfasgi", description="A Hugging Face-compatible inference gateway.")
     parser.add_argument("--version", action="version", version=f"hfasgi {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -22,14 +24,47 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="a TOML settings file (environment variables override it)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs CPU)")
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        default=None,
+        help=f"serve without authentication: anyone who reaches it spends its token (${ENVIRONMENT['no_auth']}=1)",
+    )
+    serve.add_argument(
+        "--ssl-certfile",
+        metavar="FILE",
+        help=f"serve HTTPS with this PEM certificate chain (${ENVIRONMENT['ssl_certfile']})",
+    )
+    serve.add_argument(
+        "--ssl-keyfile", metavar="FILE", help=f"the private key (PEM) of --ssl-certfile (${ENVIRONMENT['ssl_keyfile']})"
+    )
+    keys_cli.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``hfasgi`` console script."""
-    args = _parser().parse_args(argv)
+    """Entry point of the ``hfasgi`` console script; returns the exit code."""
     try:
-        settings = Settings.load(args.config, host=args.host, port=args.port)
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: argparse has printed what it had to say
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    if args.command == "keys":
+        from hfasgi import keys_cli
+
+        return keys_cli.run(args)
+    return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.load(
+            args.config,
+            host=args.host,
+            port=args.port,
+            no_auth=args.no_auth,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+        )
     except ValueError as exc:
         print(f"hfasgi: invalid settings: {exc}", file=sys.stderr)
         return 2
@@ -45,11 +80,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"hfasgi: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    scheme = "https" if settings.ssl_certfile else "http"
+    address = f"{scheme}://{settings.host}:{settings.port}"
     print(
-        f"hfasgi {__version__}: forwarding to {settings.upstream_kind} upstream {settings.upstream_url} "
-        f"on http://{settings.host}:{settings.port}",
+        f"hfasgi {__version__}: forwarding to {settings.upstream_kind} upstream {settings.upstream_url} on {address}",
         file=sys.stderr,
     )
+    if settings.no_auth:
+        print(
+            f"hfasgi: WARNING: authentication is off (--no-auth): anyone who can reach {address} "
+            "can use its Hugging Face token",
+            file=sys.stderr,
+        )
+    else:
+        print(f"hfasgi: authentication: {_auth_sources(settings)}", file=sys.stderr)
     uvicorn.run(
         app,
         host=settings.host,
@@ -58,8 +102,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=args.access_log,
         lifespan="on",
         server_header=False,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
     )
     return 0
+
+
+def _auth_sources(settings: Settings) -> str:
+    """Where callers' credentials are checked, for the start-up line (never a key, never the Redis URL)."""
+    sources = []
+    if settings.api_keys:
+        count = sum(1 for item in settings.api_keys.split(",") if item.strip())
+        sources.append(f"{count} key{'s' if count != 1 else ''} from {ENVIRONMENT['api_keys']}")
+    if settings.api_keys_file:
+        sources.append(f"key file {settings.api_keys_file}")
+    if settings.key_store == "redis":
+        sources.append("Redis key store")
+    if settings.jwt_jwks_file:
+        sources.append(f"JWTs signed by a key of {settings.jwt_jwks_file}")
+    return ", ".join(sources) or "none configured"
 
 
 if __name__ == "__main__":  # pragma: no cover

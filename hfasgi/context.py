@@ -9,6 +9,7 @@ from hfasgi.errors import GatewayError
 
 if TYPE_CHECKING:
     from hfasgi.operations import Operation
+    from hfasgi.principal import Principal
     from hfasgi.types import Scope
 
 __all__ = ["CONTEXT_KEY", "RequestContext", "get_context"]
@@ -31,6 +32,7 @@ class RequestContext:
         "body",
         "model",
         "operation",
+        "principal",
         "recognized",
         "request_id",
         "upstream_model",
@@ -46,6 +48,8 @@ class RequestContext:
         self._json: Any = _UNPARSED
         self.model: str | None = None
         """The model id the client asked for (path or body), after defaults and aliases."""
+        self.principal: Principal | None = None
+        """Who is calling (set by :class:`~hfasgi.auth.ApiKeyAuth`); ``None`` when auth is off."""
         self.upstream_name: str | None = None
         self.upstream_model: str | None = None
         self.values: dict[str, Any] = {}

@@ -12,7 +12,24 @@ Environment variables (names are stable):
 ``HFASGI_DEFAULT_MODEL``      the model for TGI routes and ``"model": "dummy"``
 ``HFASGI_UPSTREAM_ATTEMPTS``  attempts per upstream request on connection errors and 429 (default 3)
 ``HFASGI_LOADING_WAIT``       seconds to wait out a loading model (503 + ``estimated_time``, default 30)
+``HFASGI_API_KEYS``           comma-separated API keys (``key`` or ``name=key``), for development
+``HFASGI_API_KEYS_FILE``      a key file written by ``hfasgi keys`` (hashes only)
+``HFASGI_KEY_STORE``          ``local`` (default: the two above) or ``redis`` (also keys in Redis)
+``HFASGI_RATE_LIMIT``         requests per key, e.g. ``60/minute`` (default: none)
+``HFASGI_TOKEN_LIMIT``        tokens per key, e.g. ``100000/minute`` (default: none)
+``HFASGI_DEFAULT_MAX_TOKENS`` the output budget reserved when a request names none (default 4096)
+``HFASGI_REDIS_URL``          Redis for limits shared by every replica (and ``HFASGI_KEY_STORE=redis``)
+``HFASGI_RATE_LIMIT_FAILURE`` when Redis is down: ``open`` (serve, uncounted; default) or ``closed`` (503)
+``HFASGI_JWT_JWKS_FILE``      accept JWT bearer tokens signed by a key of this JWKS file
+``HFASGI_JWT_ISSUER``         the required ``iss`` of those tokens
+``HFASGI_JWT_AUDIENCE``       the required ``aud`` of those tokens
+``HFASGI_NO_AUTH``            ``1`` to run without authentication (as ``hfasgi serve --no-auth``)
+``HFASGI_SSL_CERTFILE``       serve HTTPS with this certificate (PEM) ...
+``HFASGI_SSL_KEYFILE``        ... and this private key
 ============================  ========================================================================
+
+With no API key, key file, Redis key store or JWKS file configured, the reference app refuses to
+start unless authentication is switched off explicitly (``--no-auth``).
 
 A ``--config`` TOML file uses the field names below (``upstream_url = "..."``).
 """
@@ -28,6 +45,7 @@ from typing import Any
 
 from hfasgi.body import DEFAULT_MAX_BODY_BYTES
 from hfasgi.forwarding.upstream import UpstreamKind
+from hfasgi.limits import Limit
 
 __all__ = ["ENVIRONMENT", "Settings"]
 
@@ -41,6 +59,20 @@ ENVIRONMENT: dict[str, str] = {
     "default_model": "HFASGI_DEFAULT_MODEL",
     "upstream_attempts": "HFASGI_UPSTREAM_ATTEMPTS",
     "loading_wait": "HFASGI_LOADING_WAIT",
+    "api_keys": "HFASGI_API_KEYS",
+    "api_keys_file": "HFASGI_API_KEYS_FILE",
+    "key_store": "HFASGI_KEY_STORE",
+    "rate_limit": "HFASGI_RATE_LIMIT",
+    "token_limit": "HFASGI_TOKEN_LIMIT",
+    "default_max_tokens": "HFASGI_DEFAULT_MAX_TOKENS",
+    "redis_url": "HFASGI_REDIS_URL",
+    "rate_limit_failure": "HFASGI_RATE_LIMIT_FAILURE",
+    "jwt_jwks_file": "HFASGI_JWT_JWKS_FILE",
+    "jwt_issuer": "HFASGI_JWT_ISSUER",
+    "jwt_audience": "HFASGI_JWT_AUDIENCE",
+    "no_auth": "HFASGI_NO_AUTH",
+    "ssl_certfile": "HFASGI_SSL_CERTFILE",
+    "ssl_keyfile": "HFASGI_SSL_KEYFILE",
 }
 """Setting name → environment variable."""
 
@@ -71,6 +103,34 @@ class Settings:
     """Attempts per upstream request for connection errors and short-``Retry-After`` 429s (1: no retry)."""
     loading_wait: float = 30.0
     """Seconds to wait out a 503 "model is currently loading" before passing it on (0: never wait)."""
+    api_keys: str | None = field(default=None, repr=False)
+    """Comma-separated API keys (``key`` or ``name=key``): convenient for development, kept in memory."""
+    api_keys_file: str | None = None
+    """A TOML key file (hashes only), written by ``hfasgi keys``; re-read when it changes."""
+    key_store: str = "local"
+    """``local``: keys from :attr:`api_keys` and :attr:`api_keys_file`; ``redis``: also keys in Redis."""
+    rate_limit: str | None = None
+    """Requests per key and window (``60/minute``); a key's own limit wins."""
+    token_limit: str | None = None
+    """Tokens per key and window (``100000/minute``), reserved up front and settled on the real usage."""
+    default_max_tokens: int = 4096
+    """The output tokens reserved (and asked for) when a token-limited request names no maximum."""
+    redis_url: str | None = field(default=None, repr=False)
+    """Redis shared by every replica: rate-limit counters (and keys, with ``key_store = "redis"``)."""
+    rate_limit_failure: str = "open"
+    """What the limiter does when Redis fails: ``open`` (serve, uncounted) or ``closed`` (refuse with 503)."""
+    jwt_jwks_file: str | None = None
+    """Accept JWT bearer tokens signed by a key of this JWKS (JSON) file."""
+    jwt_issuer: str | None = None
+    """The ``iss`` claim JWTs must carry."""
+    jwt_audience: str | None = None
+    """The ``aud`` claim JWTs must carry."""
+    no_auth: bool = False
+    """Run without authentication (anyone who reaches the gateway spends its token)."""
+    ssl_certfile: str | None = None
+    """Serve HTTPS with this PEM certificate (chain)."""
+    ssl_keyfile: str | None = None
+    """The private key of :attr:`ssl_certfile`."""
 
     def __post_init__(self) -> None:
         try:
@@ -92,6 +152,38 @@ class Settings:
             raise ValueError(f"port must be 0-65535, got {self.port!r}")
         if self.models_file is not None and not Path(self.models_file).is_file():
             raise ValueError(f"{_name('models_file')}: {self.models_file!r} does not exist")
+        for name in ("api_keys_file", "jwt_jwks_file", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{_name(name)}: {path!r} does not exist")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError(f"{_name('ssl_certfile')} and {_name('ssl_keyfile')} go together: set both or neither")
+        for name in ("rate_limit", "token_limit"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    Limit.parse(value)
+                except ValueError as exc:
+                    raise ValueError(f"{_name(name)}: {exc}") from None
+        if self.key_store not in ("local", "redis"):
+            raise ValueError(f"{_name('key_store')} must be 'local' or 'redis', got {self.key_store!r}")
+        if self.rate_limit_failure not in ("open", "closed"):
+            raise ValueError(
+                f"{_name('rate_limit_failure')} must be 'open' or 'closed', got {self.rate_limit_failure!r}"
+            )
+        if self.default_max_tokens < 1:
+            raise ValueError(f"{_name('default_max_tokens')} must be >= 1, got {self.default_max_tokens!r}")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{_name('redis_url')} must start with redis://, rediss:// or unix://")
+        if self.key_store == "redis" and self.redis_url is None:
+            raise ValueError(f"{_name('key_store')} = 'redis' needs {_name('redis_url')}")
+        if self.jwt_jwks_file is None and (self.jwt_issuer or self.jwt_audience):
+            raise ValueError(f"{_name('jwt_issuer')} and {_name('jwt_audience')} need {_name('jwt_jwks_file')}")
+
+    @property
+    def auth_configured(self) -> bool:
+        """Whether any way of authenticating callers is configured."""
+        return bool(self.api_keys or self.api_keys_file or self.key_store == "redis" or self.jwt_jwks_file)
 
     @classmethod
     def load(
@@ -140,6 +232,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         "port": int,
         "upstream_attempts": int,
         "loading_wait": float,
+        "default_max_tokens": int,
     }
     for name, kind in numbers.items():
         if name in out and isinstance(out[name], str):
@@ -148,4 +241,13 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             except ValueError:
                 variable = ENVIRONMENT.get(name, name)
                 raise ValueError(f"{variable} must be a number, got {out[name]!r}") from None
+    value = out.get("no_auth")
+    if isinstance(value, str):
+        flag = _FLAGS.get(value.strip().lower())
+        if flag is None:
+            raise ValueError(f"{ENVIRONMENT['no_auth']} must be 1/true/yes/on or 0/false/no/off, got {value!r}")
+        out["no_auth"] = flag
     return out
+
+
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

@@ -1,8 +1,9 @@
 """The contract every layer keeps (docs/asgi_craft.md §6, "Testing every layer"), parametrised over the layers.
 
-Subjects: ``RequestId``, ``ErrorEnvelope``, and ``HFForwarder`` twice: on a path that is not the
-gateway's (it must behave like a no-op) and on a gateway path, where the "inner app" is the fake HF
-upstream on a real socket. Each test drives ASGI by hand (``tests.asgi_driver`` for responses in
+Subjects: ``RequestId``, ``ErrorEnvelope``, ``ApiKeyAuth`` and ``RateLimiter`` (with keys and limits
+configured, on paths that are not the gateway's: they must behave like no-ops), and ``HFForwarder``
+twice: on a path that is not the gateway's and on a gateway path, where the "inner app" is the fake
+HF upstream on a real socket. Each test drives ASGI by hand (``tests.asgi_driver`` for responses in
 flight), so streaming is observed chunk by chunk; order comes from gates and events, never sleeps.
 """
 
@@ -18,10 +19,13 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from hfasgi.app import layers
+from hfasgi.auth import ApiKeyAuth, AuthConfig, MemoryKeyStore
 from hfasgi.context import get_context
 from hfasgi.envelope import ErrorEnvelope
 from hfasgi.forwarding.forwarder import ForwarderConfig, HFForwarder
+from hfasgi.limits import Limit
 from hfasgi.operations import Routes
+from hfasgi.ratelimit import RateLimiter, RateLimiterConfig
 from hfasgi.request_id import RequestId
 from hfasgi.stack import CANONICAL_ORDER, Layer, resources, stack
 from hfasgi.types import Receive, Send
@@ -138,6 +142,13 @@ class Subject:
     def layer(self, gateway: ForwarderConfig) -> Layer:
         if self.cls is HFForwarder:
             return Layer(HFForwarder, {"config": gateway}, (gateway.pool,))
+        if self.cls is ApiKeyAuth:
+            return Layer(
+                ApiKeyAuth, {"config": AuthConfig(store=MemoryKeyStore.from_keys(["k"]), routes=gateway.routes)}
+            )
+        if self.cls is RateLimiter:
+            limits = RateLimiterConfig(rate_limit=Limit(1, 60), token_limit=Limit(10, 60), routes=gateway.routes)
+            return Layer(RateLimiter, {"config": limits})
         return Layer(self.cls)
 
     def with_envelope(self, gateway: ForwarderConfig) -> list[Layer]:
@@ -151,6 +162,8 @@ class Subject:
 SUBJECTS = [
     Subject("RequestId", RequestId),
     Subject("ErrorEnvelope", ErrorEnvelope),
+    Subject("ApiKeyAuth-passthrough", ApiKeyAuth),
+    Subject("RateLimiter-passthrough", RateLimiter),
     Subject("HFForwarder-passthrough", HFForwarder),
     Subject("HFForwarder-gateway", HFForwarder, gateway_path=True),
 ]

@@ -33,7 +33,7 @@ def test_retry_settings_reach_the_forwarder() -> None:
     from hfasgi.app import create_app
     from hfasgi.forwarding.forwarder import HFForwarder
 
-    settings = Settings.load(environ={"HFASGI_UPSTREAM_ATTEMPTS": "5", "HFASGI_LOADING_WAIT": "2.5"})
+    settings = Settings.load(environ={"HFASGI_UPSTREAM_ATTEMPTS": "5", "HFASGI_LOADING_WAIT": "2.5"}, no_auth=True)
     app = create_app(settings)
     while not isinstance(app, HFForwarder):
         app = app.app  # type: ignore[attr-defined]

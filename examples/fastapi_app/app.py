@@ -2,11 +2,13 @@
 
 Run it from the repository root::
 
-    HFASGI_UPSTREAM_URL=http://127.0.0.1:8080 HFASGI_UPSTREAM_KIND=tgi uvicorn examples.fastapi_app.app:app
+    HFASGI_UPSTREAM_URL=http://127.0.0.1:8080 HFASGI_UPSTREAM_KIND=tgi HFASGI_API_KEYS_FILE=keys.toml \\
+        uvicorn --factory examples.fastapi_app.app:create_app
 
 The gateway is configured from the environment like ``hfasgi serve`` (``HFASGI_UPSTREAM_URL``,
-``HFASGI_UPSTREAM_KIND``, ``HF_TOKEN``, ... see :mod:`hfasgi.settings`); the app's own code does not
-change, apart from the one ``install`` call.
+``HFASGI_UPSTREAM_KIND``, ``HF_TOKEN``, the keys and limits ``HFASGI_API_KEYS_FILE``,
+``HFASGI_RATE_LIMIT``, ``HFASGI_TOKEN_LIMIT``, ``HFASGI_REDIS_URL``, ... see :mod:`hfasgi.settings`); the
+app's own code does not change, apart from the one ``install`` call.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from collections.abc import AsyncIterator, Mapping
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from hfasgi.app import build_catalog, layers
+from hfasgi.app import build_catalog, layers_from_settings
 from hfasgi.contrib.fastapi import install
 from hfasgi.forwarding.forwarder import ForwarderConfig
 from hfasgi.operations import Routes
 from hfasgi.settings import Settings
 
-__all__ = ["GATEWAY_PREFIX", "app", "create_app"]
+__all__ = ["GATEWAY_PREFIX", "create_app"]
 
 GATEWAY_PREFIX = "/hf"
 """Where the gateway lives: clients use ``http://host:port/hf`` (HF) or ``http://host:port/hf/v1`` (OpenAI)."""
@@ -70,9 +72,5 @@ def create_app(environ: Mapping[str, str] | None = None) -> FastAPI:
             raise HTTPException(404, f"no note {note_id}")
         return notes[note_id]
 
-    install(app, layers(gateway))  # RequestId, ErrorEnvelope, HFForwarder; the pool opens with the app
+    install(app, layers_from_settings(settings, gateway))  # keys, limits, forwarder; stores open with the app
     return app
-
-
-app = create_app()
-"""What ``uvicorn examples.fastapi_app.app:app`` serves."""

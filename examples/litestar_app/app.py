@@ -2,10 +2,13 @@
 
 Run it from the repository root::
 
-    HFASGI_UPSTREAM_URL=http://127.0.0.1:8080 HFASGI_UPSTREAM_KIND=tgi uvicorn examples.litestar_app.app:app
+    HFASGI_UPSTREAM_URL=http://127.0.0.1:8080 HFASGI_UPSTREAM_KIND=tgi HFASGI_API_KEYS_FILE=keys.toml \\
+        uvicorn --factory examples.litestar_app.app:create_app
 
 The gateway is configured from the environment like ``hfasgi serve`` (``HFASGI_UPSTREAM_URL``,
-``HFASGI_UPSTREAM_KIND``, ``HF_TOKEN``, ... see :mod:`hfasgi.settings`) and added by one plugin.
+``HFASGI_UPSTREAM_KIND``, ``HF_TOKEN``, the keys and limits ``HFASGI_API_KEYS_FILE``,
+``HFASGI_RATE_LIMIT``, ``HFASGI_TOKEN_LIMIT``, ``HFASGI_REDIS_URL``, ... see :mod:`hfasgi.settings`) and
+added by one plugin.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody
 
-from hfasgi.app import build_catalog, layers
+from hfasgi.app import build_catalog, layers_from_settings
 from hfasgi.contrib.litestar import HFPlugin
 from hfasgi.forwarding.forwarder import ForwarderConfig
 from hfasgi.operations import Routes
 from hfasgi.settings import Settings
 
-__all__ = ["GATEWAY_PREFIX", "app", "create_app"]
+__all__ = ["GATEWAY_PREFIX", "create_app"]
 
 GATEWAY_PREFIX = "/hf"
 """Where the gateway lives: clients use ``http://host:port/hf`` (HF) or ``http://host:port/hf/v1`` (OpenAI)."""
@@ -75,10 +78,6 @@ def create_app(environ: Mapping[str, str] | None = None) -> Litestar:
         route_handlers=[status, add_note, get_note],
         on_startup=[startup],
         on_shutdown=[shutdown],
-        plugins=[HFPlugin(layers(gateway))],  # the gateway, mounted at GATEWAY_PREFIX; the pool opens at startup
+        plugins=[HFPlugin(layers_from_settings(settings, gateway))],  # at GATEWAY_PREFIX; stores open at startup
         state=State({"events": events, "gateway": gateway}),
     )
-
-
-app = create_app()
-"""What ``uvicorn examples.litestar_app.app:app`` serves."""

@@ -10,6 +10,7 @@ from examples._checks import (
     Upstream,
     check_environment,
     check_huggingface_hub,
+    check_keys_and_limits,
     check_lifespan,
     check_openai,
     environment,
@@ -25,6 +26,7 @@ def test_hf_and_openai_clients_use_the_gateway_under_hf(upstream: Upstream, fake
     with serve(create_app(environment(upstream))) as base:
         check_huggingface_hub(base, fake)
         check_openai(base, fake)
+        check_keys_and_limits(base, fake)
         not_ours = httpx.post(f"{base}/hf/not/a/route", json={})
     assert not_ours.status_code == 404 and not_ours.json()["error_type"] == "not_found"  # the gateway's envelope
 

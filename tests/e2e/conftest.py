@@ -31,7 +31,12 @@ CLIENT_KEY = "client-side-key-that-must-stay-here"
 
 
 def _settings(upstream: Upstream, kind: str, options: dict[str, Any]) -> Settings:
-    values: dict[str, Any] = {"upstream_url": upstream.url, "upstream_kind": kind, "hf_token": SERVER_TOKEN}
+    values: dict[str, Any] = {
+        "upstream_url": upstream.url,
+        "upstream_kind": kind,
+        "hf_token": SERVER_TOKEN,
+        "no_auth": True,  # the auth tests (tests/auth) turn it on
+    }
     values.update(options)
     return Settings(**values)
 

@@ -25,7 +25,7 @@ async def health(settings: Settings) -> httpx.Response:
 
 @pytest.mark.parametrize("kind", ["tgi", "openai", "router"])
 async def test_healthy_when_the_upstream_answers(upstream: Upstream, fake: FakeHF, kind: str) -> None:
-    response = await health(Settings(upstream_url=upstream.url, upstream_kind=kind))
+    response = await health(Settings(upstream_url=upstream.url, upstream_kind=kind, no_auth=True))
     assert response.status_code == 200
     doc = response.json()
     assert doc["status"] == "healthy"
@@ -37,7 +37,7 @@ async def test_healthy_when_the_upstream_answers(upstream: Upstream, fake: FakeH
 
 async def test_unhealthy_is_a_503_that_hf_clients_can_read() -> None:
     with dropping_server() as url:
-        response = await health(Settings(upstream_url=url, upstream_kind="tgi"))
+        response = await health(Settings(upstream_url=url, upstream_kind="tgi", no_auth=True))
     assert response.status_code == 503
     doc = response.json()
     assert (doc["error"], doc["error_type"], doc["status"]) == ("unhealthy", "healthcheck", "unhealthy")
@@ -48,7 +48,9 @@ async def test_degraded_when_only_some_upstreams_answer(upstream: Upstream, fake
     with dropping_server() as dead:
         catalog = tmp_path / "models.toml"
         catalog.write_text(f'[upstreams.spare]\nkind = "tgi"\nurl = "{dead}"\n')
-        response = await health(Settings(upstream_url=upstream.url, upstream_kind="tgi", models_file=str(catalog)))
+        response = await health(
+            Settings(upstream_url=upstream.url, upstream_kind="tgi", models_file=str(catalog), no_auth=True)
+        )
     assert response.status_code == 200
     doc = response.json()
     assert doc["status"] == "degraded"

@@ -222,6 +222,7 @@ def gateway(transformers_server: TransformersServer) -> Iterator[str]:
         upstream_kind="openai",
         default_model=transformers_server.model,
         hf_token=SERVER_TOKEN,
+        no_auth=True,
     )
     with serve(create_app(settings)) as url:
         yield url

@@ -209,7 +209,7 @@ def test_model_scoped_route_with_catalog(server: TransformersServer, direct_answ
         f'[[models]]\nid = "local/tiny-llama"\nupstream = "default"\nupstream_model = {json.dumps(server.model)}\n'
         'task = "chat-completion"\n'
     )
-    settings = Settings(upstream_url=server.url, upstream_kind="openai", models_file=str(catalog))
+    settings = Settings(upstream_url=server.url, upstream_kind="openai", models_file=str(catalog), no_auth=True)
     with serve(create_app(settings)) as gateway:
         with InferenceClient(base_url=f"{gateway}/models/local/tiny-llama") as client:
             assert _check_output(client.chat_completion(MESSAGES, **GREEDY)) == direct_answer
