@@ -3,7 +3,8 @@
     bench/instructions.sh          # the floor (a bare aiohttp proxy) and the reference app's variants
     bench/instructions.sh --only hfasgi,hfasgi+auth+limit
 
-Variants: ``hfasgi`` (``--no-auth``), ``hfasgi+auth+limit`` (a key and a request limit, memory store),
+Variants: ``hfasgi`` (``--no-auth``), ``hfasgi+auth`` (a key, no limit), ``hfasgi+auth+limit`` (a key and a
+request limit, memory store),
 ``hfasgi+auth+limit+tokens`` (plus a token limit: reservation and usage probe) and
 ``hfasgi+auth+redis-limit`` (the request limit in Redis; Redis's own work is not counted).
 
@@ -99,6 +100,10 @@ def main() -> int:
         "hfasgi": (
             [*hfasgi, "--no-auth"],
             base,
+        ),
+        "hfasgi+auth": (
+            hfasgi,
+            {**base, "HFASGI_API_KEYS": "sk-bench"},
         ),
         "hfasgi+auth+limit": (
             hfasgi,

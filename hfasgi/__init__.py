@@ -5,7 +5,8 @@ The public names, importable from here; the framework adapters live in :mod:`hfa
 
 __version__ = "0.1.0"
 
-from hfasgi.app import create_app, layers
+from hfasgi.app import create_app, layers, layers_from_settings
+from hfasgi.auth import ApiKeyAuth, AuthConfig
 from hfasgi.catalog import ModelCatalog, ModelEntry
 from hfasgi.context import RequestContext, get_context
 from hfasgi.envelope import ErrorEnvelope
@@ -14,13 +15,18 @@ from hfasgi.forwarding.forwarder import ForwarderConfig, HFForwarder
 from hfasgi.forwarding.pool import UpstreamPool
 from hfasgi.forwarding.retry import RetryPolicy
 from hfasgi.forwarding.upstream import Timeouts, Upstream, UpstreamKind
+from hfasgi.limits import Limit
 from hfasgi.operations import Dialect, Operation, Route, Routes
+from hfasgi.principal import Principal
+from hfasgi.ratelimit import RateLimiter, RateLimiterConfig
 from hfasgi.request_id import RequestId, RequestIdConfig
 from hfasgi.settings import Settings
 from hfasgi.stack import CANONICAL_ORDER, Layer, Lifespan, Resource, layer_resources, resources, stack
 
 __all__ = [
     "CANONICAL_ORDER",
+    "ApiKeyAuth",
+    "AuthConfig",
     "Dialect",
     "ErrorEnvelope",
     "ErrorType",
@@ -29,9 +35,13 @@ __all__ = [
     "HFForwarder",
     "Layer",
     "Lifespan",
+    "Limit",
     "ModelCatalog",
     "ModelEntry",
     "Operation",
+    "Principal",
+    "RateLimiter",
+    "RateLimiterConfig",
     "RequestContext",
     "RequestId",
     "RequestIdConfig",
@@ -49,6 +59,7 @@ __all__ = [
     "get_context",
     "layer_resources",
     "layers",
+    "layers_from_settings",
     "resources",
     "send_error",
     "stack",

@@ -2,31 +2,31 @@
 
 Environment variables (names are stable):
 
-============================  ========================================================================
-``HFASGI_UPSTREAM_URL``       the upstream base URL (default ``https://router.huggingface.co``)
-``HFASGI_UPSTREAM_KIND``      ``router`` (default), ``serverless``, ``tgi`` or ``openai``
-``HF_TOKEN``                  the server-side Hugging Face token sent upstream
-``HFASGI_UPSTREAM_TIMEOUT``   seconds for a whole non-streamed exchange (default 300)
-``HFASGI_MAX_BODY_BYTES``     the largest request body accepted (default 10 MiB)
-``HFASGI_MODELS``             a model catalog TOML file (see :mod:`hfasgi.catalog`)
-``HFASGI_DEFAULT_MODEL``      the model for TGI routes and ``"model": "dummy"``
-``HFASGI_UPSTREAM_ATTEMPTS``  attempts per upstream request on connection errors and 429 (default 3)
-``HFASGI_LOADING_WAIT``       seconds to wait out a loading model (503 + ``estimated_time``, default 30)
-``HFASGI_API_KEYS``           comma-separated API keys (``key`` or ``name=key``), for development
-``HFASGI_API_KEYS_FILE``      a key file written by ``hfasgi keys`` (hashes only)
-``HFASGI_KEY_STORE``          ``local`` (default: the two above) or ``redis`` (also keys in Redis)
-``HFASGI_RATE_LIMIT``         requests per key, e.g. ``60/minute`` (default: none)
-``HFASGI_TOKEN_LIMIT``        tokens per key, e.g. ``100000/minute`` (default: none)
-``HFASGI_DEFAULT_MAX_TOKENS`` the output budget reserved when a request names none (default 4096)
-``HFASGI_REDIS_URL``          Redis for limits shared by every replica (and ``HFASGI_KEY_STORE=redis``)
-``HFASGI_RATE_LIMIT_FAILURE`` when Redis is down: ``open`` (serve, uncounted; default) or ``closed`` (503)
-``HFASGI_JWT_JWKS_FILE``      accept JWT bearer tokens signed by a key of this JWKS file
-``HFASGI_JWT_ISSUER``         the required ``iss`` of those tokens
-``HFASGI_JWT_AUDIENCE``       the required ``aud`` of those tokens
-``HFASGI_NO_AUTH``            ``1`` to run without authentication (as ``hfasgi serve --no-auth``)
-``HFASGI_SSL_CERTFILE``       serve HTTPS with this certificate (PEM) ...
-``HFASGI_SSL_KEYFILE``        ... and this private key
-============================  ========================================================================
+==============================  ========================================================================
+``HFASGI_UPSTREAM_URL``         the upstream base URL (default ``https://router.huggingface.co``)
+``HFASGI_UPSTREAM_KIND``        ``router`` (default), ``serverless``, ``tgi`` or ``openai``
+``HF_TOKEN``                    the server-side Hugging Face token sent upstream
+``HFASGI_UPSTREAM_TIMEOUT``     seconds for a whole non-streamed exchange (default 300)
+``HFASGI_MAX_BODY_BYTES``       the largest request body accepted (default 10 MiB)
+``HFASGI_MODELS``               a model catalog TOML file (see :mod:`hfasgi.catalog`)
+``HFASGI_DEFAULT_MODEL``        the model for TGI routes and ``"model": "dummy"``
+``HFASGI_UPSTREAM_ATTEMPTS``    attempts per upstream request on connection errors and 429 (default 3)
+``HFASGI_LOADING_WAIT``         seconds to wait out a loading model (503 + ``estimated_time``, default 30)
+``HFASGI_API_KEYS``             comma-separated API keys (``key`` or ``name=key``), for development
+``HFASGI_API_KEYS_FILE``        a key file written by ``hfasgi keys`` (hashes only)
+``HFASGI_KEY_STORE``            ``local`` (default: the two above) or ``redis`` (also keys in Redis)
+``HFASGI_RATE_LIMIT``           requests per key, e.g. ``60/minute`` (default: none)
+``HFASGI_TOKEN_LIMIT``          tokens per key, e.g. ``100000/minute`` (default: none)
+``HFASGI_DEFAULT_MAX_TOKENS``   the output budget reserved when a request names none (default 4096)
+``HFASGI_REDIS_URL``            Redis for limits shared by every replica (and ``HFASGI_KEY_STORE=redis``)
+``HFASGI_RATE_LIMIT_FAILURE``   when Redis is down: ``open`` (serve, uncounted; default) or ``closed`` (503)
+``HFASGI_JWT_JWKS_FILE``        accept JWT bearer tokens signed by a key of this JWKS file
+``HFASGI_JWT_ISSUER``           the required ``iss`` of those tokens
+``HFASGI_JWT_AUDIENCE``         the required ``aud`` of those tokens
+``HFASGI_NO_AUTH``              ``1`` to run without authentication (as ``hfasgi serve --no-auth``)
+``HFASGI_SSL_CERTFILE``         serve HTTPS with this certificate (PEM) ...
+``HFASGI_SSL_KEYFILE``          ... and this private key
+==============================  ========================================================================
 
 With no API key, key file, Redis key store or JWKS file configured, the reference app refuses to
 start unless authentication is switched off explicitly (``--no-auth``).

@@ -28,6 +28,10 @@ logger = logging.getLogger("hfasgi.auth")
 _MISSING_KEY = "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
 _INVALID_KEY = "Invalid API key"
 _UNAVAILABLE = "The key store is not answering; try again shortly"
+_HUB_TOKEN_HINT = (
+    " (this looks like a Hugging Face token, perhaps HF_TOKEN sent by huggingface_hub: "
+    "the gateway expects a key of its own, as api_key= or an x-api-key header)"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,7 +134,8 @@ class ApiKeyAuth:
                 503, "authentication_unavailable", _UNAVAILABLE, headers=[(b"retry-after", b"1")]
             ) from None
         if record is None or not hmac.compare_digest(record.hash, digest):
-            raise self._unauthorized(_INVALID_KEY, "invalid_token")
+            hint = _HUB_TOKEN_HINT if credential.startswith("hf_") else ""
+            raise self._unauthorized(_INVALID_KEY + hint, "invalid_token")
         return record.principal
 
     def _unauthorized(self, message: str, error: str | None = None) -> GatewayError:
@@ -163,16 +168,20 @@ class ApiKeyAuth:
             bare = (model or "").partition(":")[0]
             if not bare or not principal.allows_model(bare):
                 named = f"model {bare!r}" if bare else "the default model"
-                raise _forbidden(f"This key may not use {named}")
+                raise _forbidden(f"This {_what(principal)} may not use {named}")
         if not principal.allows_task(task):
             named = f"task {task!r}" if task else "this route (its task is unknown)"
-            raise _forbidden(f"This key may not use {named}")
+            raise _forbidden(f"This {_what(principal)} may not use {named}")
         return read
 
 
 def _error_message(message: str) -> tuple[bytes, bytes]:
     """``X-Error-Message``: what ``huggingface_hub`` puts in "403 Forbidden: <message>." (it reads no body there)."""
     return (b"x-error-message", message.encode("ascii", "backslashreplace"))
+
+
+def _what(principal: Principal) -> str:
+    return "token" if principal.source == "jwt" else "key"
 
 
 def _forbidden(message: str) -> GatewayError:

@@ -202,6 +202,10 @@ class RedisLimiterStore:
     Keys are ``<prefix>rl:{<identity>}:<name>:<window>`` (the braces keep one principal's counters in
     one Redis Cluster slot); they expire with their window. Time is Redis's own clock, so replicas
     with skewed clocks still agree.
+
+    A call that times out on the client (Redis hung, not down) may still run when Redis resumes: the
+    request was refused or served uncounted, yet its charge lands later. Limits then err on the
+    strict side by at most the requests that timed out.
     """
 
     def __init__(self, redis: RedisConnection, *, prefix: str = "hfasgi:") -> None:

@@ -249,3 +249,15 @@ def test_config_needs_a_way_to_authenticate() -> None:
         AuthConfig()
     with pytest.raises(ValueError, match="protect"):
         AuthConfig(store=_store(), protect="some")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_a_hub_token_sent_by_mistake_gets_a_hint_not_an_echo() -> None:
+    app, _ = _app()
+    token = "hf_abcdefghijklmnopqrstuvwxyz012345"
+    stream, body = await request(
+        app, "POST", "/v1/chat/completions", json_body=CHAT, headers={"authorization": f"Bearer {token}"}
+    )
+    error = json.loads(body)
+    assert stream.status == 401 and error["error"].startswith("Invalid API key (this looks like a Hugging Face token")
+    assert token not in body.decode()

@@ -595,6 +595,7 @@ async def test_middleware_refuses_a_model_outside_the_token_scope(
     response = await chat(client, sign(rsa_key, models=["Qwen/*"]))
     assert response.status_code == 403
     assert response.json()["error_type"] == "permission"
+    assert response.json()["error"].startswith("This token may not use model ")
     assert "meta-llama/Llama-3.1-8B-Instruct" in response.json()["error"]
 
 

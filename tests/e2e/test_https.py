@@ -16,14 +16,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import socket
 import ssl
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,14 +38,13 @@ from hfasgi.cli import main
 from hfasgi.settings import ENVIRONMENT, Settings
 from tests.e2e.clients import CHAT_MODEL, MESSAGES
 from tests.e2e.conftest import SERVER_TOKEN
+from tests.processes import ROOT, ServeProcess, environment, serve_process
 from tests.servers import free_port
 from tests.upstream import FakeHF, expected_chat
 from tests.upstream.fixtures import Upstream
 
 API_KEY = "hfasgi_test-key-for-the-https-gateway"
 """The key the gateway accepts (``HFASGI_API_KEYS=https-test=<key>``)."""
-ROOT = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT = 20.0
 
 
 @dataclass(frozen=True)
@@ -86,12 +84,6 @@ def hfasgi_keys(*argv: str) -> str:
     return out.getvalue()
 
 
-def _clean_env() -> dict[str, str]:
-    """This process's environment without any hfasgi setting (nor the offline switches of HF clients)."""
-    drop = {*ENVIRONMENT.values(), "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "SSL_CERT_FILE", "SSL_CERT_DIR"}
-    return {k: v for k, v in os.environ.items() if k not in drop}
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     directory = tmp_path_factory.mktemp("pki")
@@ -105,54 +97,38 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return pki
 
 
-def _wait_for_tls(process: subprocess.Popen[bytes], port: int, context: ssl.SSLContext, log: Path) -> None:
-    """Poll until ``port`` completes a TLS handshake (the process must stay alive meanwhile)."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"hfasgi serve exited with {process.returncode} during startup:\n{log.read_text()}")
+def _accepts_tls(context: ssl.SSLContext) -> Callable[[ServeProcess], bool]:
+    """A readiness test: the port completes a TLS handshake with ``context``."""
+
+    def check(served: ServeProcess) -> bool:
         try:
             with (
-                socket.create_connection(("127.0.0.1", port), timeout=1.0) as raw,
+                socket.create_connection(("127.0.0.1", served.port), timeout=1.0) as raw,
                 context.wrap_socket(raw, server_hostname="127.0.0.1"),
             ):
-                return
-        except (OSError, ssl.SSLError) as exc:  # refused until uvicorn listens
-            if time.monotonic() > deadline:
-                pytest.fail(f"hfasgi serve did not accept TLS within {STARTUP_TIMEOUT}s ({exc}):\n{log.read_text()}")
-            time.sleep(0.05)
+                return True
+        except (OSError, ssl.SSLError):  # refused until uvicorn listens
+            return False
+
+    return check
 
 
 @pytest.fixture(scope="module")
 def https_gateway(upstream: Upstream, pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """``hfasgi serve`` with TLS, in a child process, in front of the fake upstream."""
-    port = free_port()
     directory = tmp_path_factory.mktemp("serve")
     log, key_file = directory / "serve.log", directory / "keys.toml"
     file_key = hfasgi_keys("add", "file-key", "--file", str(key_file)).strip()
-    env = _clean_env()
-    env.update(
+    env = environment(
         HFASGI_UPSTREAM_URL=upstream.url,
         HFASGI_API_KEYS=f"https-test={API_KEY}",
         HFASGI_API_KEYS_FILE=str(key_file),
         HF_TOKEN=SERVER_TOKEN,
     )
-    command = [
-        sys.executable, "-m", "hfasgi.cli", "serve", "--port", str(port), "--log-level", "warning",
-        "--ssl-certfile", str(pki.cert_file), "--ssl-keyfile", str(pki.key_file),
-    ]  # fmt: skip
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_tls(process, port, pki.client_context(), log)
-        yield Gateway(f"https://127.0.0.1:{port}", port, pki, log, key_file, file_key)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    tls = ("--ssl-certfile", str(pki.cert_file), "--ssl-keyfile", str(pki.key_file))
+    ready = _accepts_tls(pki.client_context())
+    with serve_process(env, log, "--log-level", "warning", *tls, scheme="https", ready=ready) as served:
+        yield Gateway(served.url, served.port, pki, log, key_file, file_key)
 
 
 def openai_client(gateway: Gateway, http: httpx.Client | httpx2.Client, api_key: str = API_KEY) -> openai.OpenAI:
@@ -250,7 +226,7 @@ def test_huggingface_hub_over_https(https_gateway: Gateway, fake: FakeHF, tmp_pa
         print(json.dumps({"model": out.model, "content": out.choices[0].message.content}))
         """
     )
-    env = _clean_env()
+    env = environment()
     env.pop("HF_TOKEN", None)
     env.update(SSL_CERT_FILE=str(https_gateway.pki.ca_file), HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(tmp_path))
     argv = [f"{https_gateway.url}/v1", API_KEY, CHAT_MODEL, json.dumps(MESSAGES)]

@@ -9,16 +9,11 @@ DEBUG (``caplog``, root and ``hfasgi`` loggers), and ``python -m hfasgi.cli serv
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import secrets
 import stat
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +30,8 @@ from hfasgi.auth import KeyRecord, hash_key, new_key, read_key_file, write_key_f
 from hfasgi.settings import Settings
 from tests.e2e.clients import CHAT_MODEL, MESSAGES, PROMPT
 from tests.e2e.conftest import SERVER_TOKEN
-from tests.servers import free_port, serve
+from tests.processes import environment, serve_process
+from tests.servers import serve
 from tests.upstream import FakeHF
 from tests.upstream.fixtures import Upstream
 
@@ -187,47 +183,9 @@ def test_in_process_gateway_logs_nothing_secret(
     assert f"Bearer {SERVER_TOKEN}" in sent  # the gateway's own token is what goes upstream
 
 
-@contextlib.contextmanager
-def cli_gateway(env: dict[str, str], out: Path, err: Path) -> Iterator[str]:
-    """``python -m hfasgi.cli serve --log-level debug --access-log`` on a free port; its output to files."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "hfasgi.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--log-level",
-        "debug",
-        "--access-log",
-    ]
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                assert process.poll() is None, f"the gateway exited: {err.read_text()}"
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, "the gateway did not start within 30 s"
-                time.sleep(0.05)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-
-
 def test_cli_gateway_logs_nothing_secret(upstream: Upstream, fake: FakeHF, tmp_path: Path) -> None:
     """The real command at ``--log-level debug --access-log``: its whole output is free of secrets."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HFASGI_") and k != "HF_TOKEN"}
-    env.update(
+    env = environment(
         HFASGI_UPSTREAM_URL=upstream.url,
         HFASGI_UPSTREAM_KIND="router",
         HF_TOKEN=SERVER_TOKEN,
@@ -235,19 +193,18 @@ def test_cli_gateway_logs_nothing_secret(upstream: Upstream, fake: FakeHF, tmp_p
         HFASGI_API_KEYS_FILE=str(key_file_with(tmp_path)),
         HFASGI_RATE_LIMIT=f"{RATE_LIMIT}/minute",
         HFASGI_TOKEN_LIMIT="100000/minute",
-        PYTHONUNBUFFERED="1",
     )
-    out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
     seen = Seen()
-    with cli_gateway(env, out, err) as url:
+    with serve_process(env, tmp_path / "serve.log", "--log-level", "debug", "--access-log") as served:
+        url = served.url
         exercise(url, fake, seen)
         Path(env["HFASGI_API_KEYS_FILE"]).write_text("[keys.broken\n")  # the gateway logs an error about it
         deadline = time.monotonic() + 5
-        while "could not be re-read" not in err.read_text():
+        while "could not be re-read" not in served.output():
             assert time.monotonic() < deadline, "the key store never logged the unreadable file"
             seen.response(httpx.post(f"{url}/v1/chat/completions", json={}, headers={"x-api-key": INVALID}))
             time.sleep(0.1)
-    logged = out.read_text() + err.read_text()
+        logged = served.output()
     assert "hfasgi: authentication: 3 keys from HFASGI_API_KEYS, key file " in logged  # the start-up line
     assert '"POST /v1/chat/completions HTTP/1.1" 401' in logged and '"POST /v1/chat/completions HTTP/1.1" 200' in logged
     assert '"POST /v1/chat/completions HTTP/1.1" 429' in logged  # the access log saw every exchange

@@ -10,15 +10,10 @@ local cache lives 0.5 s).
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
@@ -26,98 +21,43 @@ from hfasgi.auth import RedisKeyStore
 from hfasgi.auth.keys import KeyRecord, new_key
 from hfasgi.redis_client import RedisConnection
 from tests.e2e.clients import CHAT_MODEL, MESSAGES
+from tests.processes import ServeProcess, environment, start
 from tests.redis_support import PrivateRedis
-from tests.servers import free_port
 from tests.upstream.fixtures import Upstream
 
 pytestmark = [pytest.mark.anyio, pytest.mark.socket]
 
-ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 30.0
 HANG = 15.0
 """Seconds after which a request counts as hung (a hang detector, not a speed requirement)."""
 LIMIT = 10
 KEY_ID = "replica-test"
 
 
-@dataclass
-class Replica:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 def _environment(upstream: Upstream, redis_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HFASGI_") and k != "HF_TOKEN"}
-    env.update(
+    return environment(
         HFASGI_UPSTREAM_URL=upstream.url,
         HFASGI_UPSTREAM_KIND="router",
         HF_TOKEN="x",
         HFASGI_REDIS_URL=redis_url,
         HFASGI_KEY_STORE="redis",
         HFASGI_RATE_LIMIT=f"{LIMIT}/minute",
-        PYTHONUNBUFFERED="1",
     )
-    return env
-
-
-def _start(env: dict[str, str], log: Path) -> Replica:
-    port = free_port()
-    command = [sys.executable, "-m", "hfasgi.cli", "serve", "--port", str(port), "--log-level", "warning"]
-    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    return Replica(f"http://127.0.0.1:{port}", process, log)
-
-
-def _wait_until_up(replica: Replica) -> None:
-    """Poll ``/health`` until the process answers (any status: the upstream's health is not the point)."""
-    deadline = time.monotonic() + START_TIMEOUT
-    with httpx.Client(timeout=2.0) as client:
-        while True:
-            code = replica.process.poll()
-            if code is not None:
-                pytest.fail(
-                    f"`python -m hfasgi.cli serve` exited with {code} during start-up (outside the tests: "
-                    f"see hfasgi/cli.py and hfasgi/app.py). Its output:\n{replica.output()}"
-                )
-            try:
-                client.get(f"{replica.url}/health")
-                return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"`hfasgi serve` did not answer within {START_TIMEOUT} s. Its output:\n{replica.output()}")
-            time.sleep(0.05)
-
-
-def _stop(replica: Replica) -> None:
-    process = replica.process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 @pytest.fixture
-def replicas(upstream: Upstream, redis_server: PrivateRedis, tmp_path: Path) -> Iterator[list[Replica]]:
+def replicas(upstream: Upstream, redis_server: PrivateRedis, tmp_path: Path) -> Iterator[list[ServeProcess]]:
     """Two ``hfasgi serve`` processes sharing ``redis_server``; terminated (killed if need be) afterwards."""
     env = _environment(upstream, redis_server.url)
-    started: list[Replica] = []
+    started: list[ServeProcess] = []
     try:
         for n in range(2):
-            started.append(_start(env, tmp_path / f"replica-{n}.log"))
+            started.append(start(env, tmp_path / f"replica-{n}.log", "--log-level", "warning"))
         for replica in started:
-            _wait_until_up(replica)
+            replica.wait_ready()
         yield started
     finally:
         for replica in started:
-            _stop(replica)
+            replica.stop()
 
 
 @pytest.fixture
@@ -146,7 +86,7 @@ async def _refused(client: openai.AsyncOpenAI) -> float:
 
 
 async def test_two_processes_share_one_limit_and_one_revocation(
-    replicas: list[Replica], key_store: RedisKeyStore
+    replicas: list[ServeProcess], key_store: RedisKeyStore
 ) -> None:
     assert replicas[0].process.pid != replicas[1].process.pid
     key = new_key()
