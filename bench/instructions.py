@@ -3,7 +3,8 @@
     bench/instructions.sh          # the floor (a bare aiohttp proxy) and the reference app's variants
     bench/instructions.sh --only hfasgi,hfasgi+auth+limit
 
-Variants: ``hfasgi`` (``--no-auth``), ``hfasgi+auth`` (a key, no limit), ``hfasgi+auth+limit`` (a key and a
+Variants: ``hfasgi-unvalidated`` (``--no-auth``, ``HFASGI_VALIDATE=0``), ``hfasgi`` (``--no-auth``, bodies
+validated), ``hfasgi+auth`` (a key, no limit), ``hfasgi+auth+limit`` (a key and a
 request limit, memory store),
 ``hfasgi+auth+limit+tokens`` (plus a token limit: reservation and usage probe) and
 ``hfasgi+auth+redis-limit`` (the request limit in Redis; Redis's own work is not counted).
@@ -97,6 +98,10 @@ def main() -> int:
              "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
             {"UPSTREAM_URL": args.upstream},
         ),
+        "hfasgi-unvalidated": (
+            [*hfasgi, "--no-auth"],
+            {**base, "HFASGI_VALIDATE": "0"},
+        ),
         "hfasgi": (
             [*hfasgi, "--no-auth"],
             base,
@@ -134,7 +139,7 @@ def main() -> int:
     print("| proxy | instructions per request | vs floor | added to plain hfasgi |")
     print("| --- | --- | --- | --- |")
     for name, value in per_request.items():
-        added = f"{value - plain:+,.0f}" if plain is not None and name.startswith("hfasgi+") else ""
+        added = f"{value - plain:+,.0f}" if plain is not None and name != "hfasgi" and name.startswith("hfasgi") else ""
         print(f"| {name} | {value:,.0f} | {value / floor:.2f}x | {added} |")
     return 0
 

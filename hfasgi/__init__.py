@@ -22,6 +22,7 @@ from hfasgi.ratelimit import RateLimiter, RateLimiterConfig
 from hfasgi.request_id import RequestId, RequestIdConfig
 from hfasgi.settings import Settings
 from hfasgi.stack import CANONICAL_ORDER, Layer, Lifespan, Resource, layer_resources, resources, stack
+from hfasgi.validation import RequestValidator, ValidatorConfig
 
 __all__ = [
     "CANONICAL_ORDER",
@@ -45,6 +46,7 @@ __all__ = [
     "RequestContext",
     "RequestId",
     "RequestIdConfig",
+    "RequestValidator",
     "Resource",
     "RetryPolicy",
     "Route",
@@ -54,6 +56,7 @@ __all__ = [
     "Upstream",
     "UpstreamKind",
     "UpstreamPool",
+    "ValidatorConfig",
     "__version__",
     "create_app",
     "get_context",

@@ -36,6 +36,7 @@ from hfasgi.request_id import RequestId
 from hfasgi.settings import Settings
 from hfasgi.stack import Layer, Resource, layer_resources, resources, stack
 from hfasgi.types import ASGIApp, Receive, Scope, Send
+from hfasgi.validation import RequestValidator, ValidatorConfig
 
 __all__ = ["build_auth", "build_limiter", "create_app", "layers", "layers_from_settings", "send_unrouted"]
 
@@ -62,7 +63,11 @@ def build_catalog(settings: Settings) -> ModelCatalog:
 
 
 def layers(
-    forwarder: ForwarderConfig, *, auth: AuthConfig | None = None, limiter: RateLimiterConfig | None = None
+    forwarder: ForwarderConfig,
+    *,
+    auth: AuthConfig | None = None,
+    limiter: RateLimiterConfig | None = None,
+    validator: ValidatorConfig | None = None,
 ) -> list[Layer]:
     """The reference app's layers, outermost first; each declares the shared resources it needs."""
     found = [Layer(RequestId), Layer(ErrorEnvelope)]
@@ -71,6 +76,8 @@ def layers(
         found.append(Layer(ApiKeyAuth, {"config": auth}, auth_resources))
     if limiter is not None:
         found.append(Layer(RateLimiter, {"config": limiter}, (limiter.store,)))
+    if validator is not None:
+        found.append(Layer(RequestValidator, {"config": validator}))
     found.append(Layer(HFForwarder, {"config": forwarder}, (forwarder.pool,)))
     return found
 
@@ -139,7 +146,10 @@ def layers_from_settings(settings: Settings, forwarder: ForwarderConfig) -> list
     routes, catalog = forwarder.routes, forwarder.catalog
     auth = build_auth(settings, catalog, redis, routes=routes)
     limiter = build_limiter(settings, catalog, redis, auth is not None, routes=routes)
-    return layers(forwarder, auth=auth, limiter=limiter)
+    validator = None
+    if settings.validate:
+        validator = ValidatorConfig(routes=routes, catalog=catalog, max_body_bytes=settings.max_body_bytes)
+    return layers(forwarder, auth=auth, limiter=limiter, validator=validator)
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:

@@ -121,6 +121,10 @@ def add_parser(commands: Any) -> None:
     )
     add.add_argument("--rate-limit", metavar="LIMIT", help="requests per window for this key, e.g. 60/minute")
     add.add_argument("--token-limit", metavar="LIMIT", help="tokens per window for this key, e.g. 100000/hour")
+    add.add_argument("--max-tokens", type=int, metavar="N", help="the most output tokens one request may ask for")
+    add.add_argument(
+        "--max-prompt-length", type=int, metavar="CHARS", help="the longest prompt one request may send (characters)"
+    )
 
     listing = actions.add_parser("list", help="list keys (never the keys themselves)", description="List the keys.")
     listing.add_argument("--json", action="store_true", help="print a JSON list of records (without hashes)")
@@ -250,6 +254,12 @@ def _record(args: argparse.Namespace, key: str) -> KeyRecord:
                 options[name] = Limit.parse(value)
             except ValueError as exc:
                 raise _Failure(f"--{name.replace('_', '-')}: {exc}", 2) from None
+    for name in ("max_tokens", "max_prompt_length"):
+        cap = getattr(args, name)
+        if cap is not None:
+            if cap < 1:
+                raise _Failure(f"--{name.replace('_', '-')} must be a positive integer, got {cap}", 2)
+            options[name] = cap
     if args.models is not None:
         models = tuple(m.strip() for m in args.models)
         if not all(models):
@@ -393,6 +403,10 @@ def _row(record: KeyRecord) -> list[str]:
     models = ",".join(record.models) if record.models is not None else "any"
     tasks = ",".join(record.tasks) if record.tasks is not None else "any"
     limits = f"rate={record.rate_limit or 'default'} tokens={record.token_limit or 'default'}"
+    if record.max_tokens is not None:
+        limits += f" max_tokens={record.max_tokens}"
+    if record.max_prompt_length is not None:
+        limits += f" max_prompt={record.max_prompt_length}"
     return [
         record.id,
         f"created {record.created}",

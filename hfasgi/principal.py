@@ -27,11 +27,19 @@ class Principal:
     tasks: frozenset[str] | None = None
     rate_limit: Limit | None = None
     token_limit: Limit | None = None
+    max_tokens: int | None = None
+    """The most output tokens one request may ask for (``None``: no cap)."""
+    max_prompt_length: int | None = None
+    """The longest prompt one request may send, in characters (``None``: no cap)."""
     source: str = "key"
     """How it was authenticated: ``key``, ``jwt`` or ``anonymous``."""
     _model_re: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        for name in ("max_tokens", "max_prompt_length"):
+            cap = getattr(self, name)
+            if cap is not None and (type(cap) is not int or cap < 1):
+                raise ValueError(f"{name} must be a positive integer, got {cap!r}")
         if self.models is not None:
             pattern = "|".join(fnmatch.translate(m) for m in self.models) or r"(?!)"
             object.__setattr__(self, "_model_re", re.compile(pattern))
@@ -45,6 +53,8 @@ class Principal:
         tasks: Iterable[str] | None = None,
         rate_limit: Limit | str | None = None,
         token_limit: Limit | str | None = None,
+        max_tokens: int | None = None,
+        max_prompt_length: int | None = None,
         source: str = "key",
     ) -> Principal:
         """A principal from loose values (lists, limit strings), as found in key files and token claims."""
@@ -54,6 +64,8 @@ class Principal:
             tasks=frozenset(tasks) if tasks is not None else None,
             rate_limit=Limit.parse(rate_limit) if isinstance(rate_limit, str) else rate_limit,
             token_limit=Limit.parse(token_limit) if isinstance(token_limit, str) else token_limit,
+            max_tokens=max_tokens,
+            max_prompt_length=max_prompt_length,
             source=source,
         )
 

@@ -24,6 +24,7 @@ Environment variables (names are stable):
 ``HFASGI_JWT_ISSUER``           the required ``iss`` of those tokens
 ``HFASGI_JWT_AUDIENCE``         the required ``aud`` of those tokens
 ``HFASGI_NO_AUTH``              ``1`` to run without authentication (as ``hfasgi serve --no-auth``)
+``HFASGI_VALIDATE``             ``0`` to forward bodies unchecked (default ``1``: the task schemas apply)
 ``HFASGI_SSL_CERTFILE``         serve HTTPS with this certificate (PEM) ...
 ``HFASGI_SSL_KEYFILE``          ... and this private key
 ==============================  ========================================================================
@@ -71,6 +72,7 @@ ENVIRONMENT: dict[str, str] = {
     "jwt_issuer": "HFASGI_JWT_ISSUER",
     "jwt_audience": "HFASGI_JWT_AUDIENCE",
     "no_auth": "HFASGI_NO_AUTH",
+    "validate": "HFASGI_VALIDATE",
     "ssl_certfile": "HFASGI_SSL_CERTFILE",
     "ssl_keyfile": "HFASGI_SSL_KEYFILE",
 }
@@ -127,6 +129,8 @@ class Settings:
     """The ``aud`` claim JWTs must carry."""
     no_auth: bool = False
     """Run without authentication (anyone who reaches the gateway spends its token)."""
+    validate: bool = True
+    """Check request bodies against the route's or task's schema (422 naming the field) before forwarding."""
     ssl_certfile: str | None = None
     """Serve HTTPS with this PEM certificate (chain)."""
     ssl_keyfile: str | None = None
@@ -241,12 +245,13 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             except ValueError:
                 variable = ENVIRONMENT.get(name, name)
                 raise ValueError(f"{variable} must be a number, got {out[name]!r}") from None
-    value = out.get("no_auth")
-    if isinstance(value, str):
-        flag = _FLAGS.get(value.strip().lower())
-        if flag is None:
-            raise ValueError(f"{ENVIRONMENT['no_auth']} must be 1/true/yes/on or 0/false/no/off, got {value!r}")
-        out["no_auth"] = flag
+    for name in ("no_auth", "validate"):
+        value = out.get(name)
+        if isinstance(value, str):
+            flag = _FLAGS.get(value.strip().lower())
+            if flag is None:
+                raise ValueError(f"{ENVIRONMENT[name]} must be 1/true/yes/on or 0/false/no/off, got {value!r}")
+            out[name] = flag
     return out
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from hfasgi.operations import Operation, Route
 
-__all__ = ["TokenPlan", "UsageProbe", "estimate_text", "plan"]
+__all__ = ["TokenPlan", "UsageProbe", "asked_output", "estimate_text", "output_field", "plan", "with_maximum"]
 
 _GENERATIVE_TASKS = frozenset(
     {"chat-completion", "text-generation", "summarization", "translation", "text2text-generation", "image-to-text"}
@@ -102,6 +102,42 @@ def plan(op: Operation, document: Any, default_max_tokens: int) -> TokenPlan:
         inject = "parameters.max_new_tokens" if text_generation else None
         return TokenPlan(prompt, default_max_tokens, defaulted=True, inject=inject)
     return TokenPlan(prompt, asked)
+
+
+def output_field(op: Operation) -> str | None:
+    """Where a request of ``op`` names its output maximum (``max_tokens``, ``parameters.max_new_tokens``)."""
+    if op.route in (Route.CHAT, Route.COMPLETIONS):
+        return "max_tokens"
+    if op.route in (Route.GENERATE, Route.GENERATE_STREAM, Route.COMPAT_GENERATE) or op.task == "text-generation":
+        return "parameters.max_new_tokens"
+    return None
+
+
+def asked_output(op: Operation, document: dict[str, Any]) -> tuple[str, int] | None:
+    """The output maximum a request asks for, and the field it used (``None`` when it names none)."""
+    if op.route is Route.CHAT:
+        for name in ("max_completion_tokens", "max_tokens"):
+            value = _int(document.get(name))
+            if value is not None:
+                return name, value
+        return None
+    if op.route is Route.COMPLETIONS:
+        value = _int(document.get("max_tokens"))
+        return None if value is None else ("max_tokens", value)
+    parameters = document.get("parameters")
+    if output_field(op) is not None and isinstance(parameters, dict):
+        value = _int(parameters.get("max_new_tokens"))
+        return None if value is None else ("parameters.max_new_tokens", value)
+    return None
+
+
+def with_maximum(document: dict[str, Any], field: str, value: int) -> dict[str, Any]:
+    """``document`` with ``max_tokens`` or ``parameters.max_new_tokens`` set to ``value`` (a copy)."""
+    head, _, leaf = field.partition(".")
+    if not leaf:
+        return {**document, head: value}
+    inner = document.get(head)
+    return {**document, head: {**(inner if isinstance(inner, dict) else {}), leaf: value}}
 
 
 def _int(value: Any) -> int | None:

@@ -399,3 +399,15 @@ def test_concurrent_adds_lose_no_key(key_file: Path) -> None:
     records = read_key_file(key_file)
     assert sorted(records) == sorted(f"bot-{i}" for i in range(8))
     assert {r.hash for r in records.values()} == {hash_key(k) for k in keys}
+
+
+def test_per_request_caps(capsys: pytest.CaptureFixture[str], key_file: Path) -> None:
+    """``--max-tokens`` and ``--max-prompt-length`` land in the record (and the principal), and show in the list."""
+    add(capsys, "capped", "--file", str(key_file), "--max-tokens", "256", "--max-prompt-length", "8000")
+    record = read_key_file(key_file)["capped"]
+    assert (record.max_tokens, record.max_prompt_length) == (256, 8000)
+    assert (record.principal.max_tokens, record.principal.max_prompt_length) == (256, 8000)
+    code, out, _ = run(capsys, "list", "--file", str(key_file))
+    assert code == 0 and "max_tokens=256" in out and "max_prompt=8000" in out
+    code, _, err = run(capsys, "add", "zero", "--file", str(key_file), "--max-tokens", "0")
+    assert code == 2 and "--max-tokens must be a positive integer" in err

@@ -1,7 +1,7 @@
 """The contract every layer keeps (docs/asgi_craft.md §6, "Testing every layer"), parametrised over the layers.
 
-Subjects: ``RequestId``, ``ErrorEnvelope``, ``ApiKeyAuth`` and ``RateLimiter`` (with keys and limits
-configured, on paths that are not the gateway's: they must behave like no-ops), and ``HFForwarder``
+Subjects: ``RequestId``, ``ErrorEnvelope``, ``ApiKeyAuth``, ``RateLimiter`` and ``RequestValidator`` (with
+keys, limits and schemas configured, on paths that are not the gateway's: they must behave like no-ops), and ``HFForwarder``
 twice: on a path that is not the gateway's and on a gateway path, where the "inner app" is the fake
 HF upstream on a real socket. Each test drives ASGI by hand (``tests.asgi_driver`` for responses in
 flight), so streaming is observed chunk by chunk; order comes from gates and events, never sleeps.
@@ -27,6 +27,7 @@ from hfasgi.limits import Limit
 from hfasgi.operations import Routes
 from hfasgi.ratelimit import RateLimiter, RateLimiterConfig
 from hfasgi.request_id import RequestId
+from hfasgi.validation import RequestValidator, ValidatorConfig
 from hfasgi.stack import CANONICAL_ORDER, Layer, resources, stack
 from hfasgi.types import Receive, Send
 from tests.asgi_driver import open_stream, request
@@ -146,6 +147,11 @@ class Subject:
             return Layer(
                 ApiKeyAuth, {"config": AuthConfig(store=MemoryKeyStore.from_keys(["k"]), routes=gateway.routes)}
             )
+        if self.cls is RequestValidator:
+            checks = ValidatorConfig(
+                routes=gateway.routes, route_schemas={"chat": {"type": "object"}}, task_schemas={}, binary_tasks={}
+            )
+            return Layer(RequestValidator, {"config": checks})
         if self.cls is RateLimiter:
             limits = RateLimiterConfig(rate_limit=Limit(1, 60), token_limit=Limit(10, 60), routes=gateway.routes)
             return Layer(RateLimiter, {"config": limits})
@@ -164,6 +170,7 @@ SUBJECTS = [
     Subject("ErrorEnvelope", ErrorEnvelope),
     Subject("ApiKeyAuth-passthrough", ApiKeyAuth),
     Subject("RateLimiter-passthrough", RateLimiter),
+    Subject("RequestValidator-passthrough", RequestValidator),
     Subject("HFForwarder-passthrough", HFForwarder),
     Subject("HFForwarder-gateway", HFForwarder, gateway_path=True),
 ]

@@ -12,6 +12,8 @@ claim             becomes
 ``tasks``         allowed tasks, a list of HF task names (absent: any task)
 ``rate_limit``    the caller's request limit, a string such as ``"60/minute"``
 ``token_limit``   the caller's token limit, a string such as ``"100000/hour"``
+``max_tokens``    the most output tokens one request may ask for (a positive integer)
+``max_prompt_length``  the longest prompt one request may send, in characters
 ================  =====================================================================
 
 The claim names are configurable (:class:`JWTConfig`), e.g. for an identity provider that wants
@@ -315,6 +317,8 @@ class JWTVerifier:
             tasks=_strings(claims, config.tasks_claim),
             rate_limit=_limit(claims, config.rate_limit_claim),
             token_limit=_limit(claims, config.token_limit_claim),
+            max_tokens=_cap(claims, "max_tokens"),
+            max_prompt_length=_cap(claims, "max_prompt_length"),
             source="jwt",
         )
 
@@ -370,6 +374,16 @@ def _limit(claims: Mapping[str, Any], name: str) -> Limit | None:
         return Limit.parse(value)
     except ValueError:
         raise ValueError(f"the token's {_short(name)} claim is not a limit such as '60/minute' or '10/30s'") from None
+
+
+def _cap(claims: Mapping[str, Any], name: str) -> int | None:
+    """A per-request cap claim (a positive integer; ``None`` when absent)."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise ValueError(f"the token's {name!r} claim is not a positive integer")
+    return value
 
 
 def _short(value: object) -> str:

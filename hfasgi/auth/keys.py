@@ -57,6 +57,10 @@ class KeyRecord:
     """Requests per window for this key (``None``: the limiter's default)."""
     token_limit: Limit | None = None
     """Tokens per window for this key (``None``: the limiter's default)."""
+    max_tokens: int | None = None
+    """The most output tokens one request of this key may ask for."""
+    max_prompt_length: int | None = None
+    """The longest prompt (characters) one request of this key may send."""
     created: str = field(default_factory=_now)
     """When the key was made (ISO 8601, UTC)."""
     revoked: str | None = None
@@ -74,6 +78,8 @@ class KeyRecord:
             tasks=frozenset(self.tasks) if self.tasks is not None else None,
             rate_limit=self.rate_limit,
             token_limit=self.token_limit,
+            max_tokens=self.max_tokens,
+            max_prompt_length=self.max_prompt_length,
         )
         object.__setattr__(self, "principal", principal)
 
@@ -85,7 +91,18 @@ class KeyRecord:
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any], *, id: str | None = None) -> KeyRecord:
         """A record from its stored form (a TOML table or a JSON object); raises ``ValueError`` on bad fields."""
-        known = {"id", "hash", "models", "tasks", "rate_limit", "token_limit", "created", "revoked"}
+        known = {
+            "id",
+            "hash",
+            "models",
+            "tasks",
+            "rate_limit",
+            "token_limit",
+            "max_tokens",
+            "max_prompt_length",
+            "created",
+            "revoked",
+        }
         unknown = set(doc) - known
         name = id or doc.get("id")
         if unknown:
@@ -106,6 +123,12 @@ class KeyRecord:
                     values[limit_field] = Limit.parse(value)
                 except ValueError as exc:
                     raise ValueError(f"key {name!r}: {limit_field}: {exc}") from None
+        for cap_field in ("max_tokens", "max_prompt_length"):
+            value = doc.get(cap_field)
+            if value is not None:
+                if type(value) is not int or value < 1:
+                    raise ValueError(f"key {name!r}: {cap_field} must be a positive integer")
+                values[cap_field] = value
         for text_field in ("created", "revoked"):
             value = doc.get(text_field)
             if value is not None:
@@ -125,6 +148,10 @@ class KeyRecord:
             doc["rate_limit"] = str(self.rate_limit)
         if self.token_limit is not None:
             doc["token_limit"] = str(self.token_limit)
+        if self.max_tokens is not None:
+            doc["max_tokens"] = self.max_tokens
+        if self.max_prompt_length is not None:
+            doc["max_prompt_length"] = self.max_prompt_length
         if self.revoked is not None:
             doc["revoked"] = self.revoked
         return doc
@@ -141,6 +168,8 @@ class KeyRecord:
             "tasks": self.tasks,
             "rate_limit": self.rate_limit,
             "token_limit": self.token_limit,
+            "max_tokens": self.max_tokens,
+            "max_prompt_length": self.max_prompt_length,
             "created": self.created,
             "revoked": self.revoked,
         }

@@ -17,7 +17,7 @@ from hfasgi.limits import Limit
 from hfasgi.operations import DEFAULT_ROUTES, Operation, Route, Routes
 from hfasgi.ratelimit.stores import Charge, Decision, LimiterStore, MemoryLimiterStore
 from hfasgi.redis_client import STORE_ERRORS
-from hfasgi.tokens import TokenPlan, UsageProbe, plan
+from hfasgi.tokens import TokenPlan, UsageProbe, plan, with_maximum
 from hfasgi.types import ASGIApp, Headers, Message, Receive, Scope, Send
 
 __all__ = ["RateLimiter", "RateLimiterConfig"]
@@ -211,13 +211,15 @@ class RateLimiter:
             task = catalog.resolve(op.path_model).task
             if task is not None:
                 op = replace(op, task=task)
-        reservation = plan(op, document, self.config.default_max_tokens)
+        default = self.config.default_max_tokens
+        cap = ctx.principal.max_tokens if ctx.principal is not None else None
+        reservation = plan(op, document, default if cap is None else min(default, cap))
         if reservation.defaulted:  # a default never makes a request impossible: it shrinks to what fits
             room = max(1, (tokens.count - reservation.prompt) // reservation.choices)
             if reservation.output > room * reservation.choices:
                 reservation = replace(reservation, output=room * reservation.choices)
             if reservation.inject is not None and isinstance(document, dict):
-                document = _with_maximum(document, reservation.inject, reservation.output // reservation.choices)
+                document = with_maximum(document, reservation.inject, reservation.output // reservation.choices)
                 ctx.set_json(document, json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode())
         if reservation.total > tokens.count:
             raise GatewayError(
@@ -285,15 +287,6 @@ def _headers(charges: list[Charge], decision: Decision) -> Headers:
                 out += zip(_REQUEST_NAMES, values, strict=True)
             out += zip(_TOKEN_NAMES, values, strict=True)
     return out
-
-
-def _with_maximum(document: dict[str, Any], field: str, value: int) -> dict[str, Any]:
-    """``document`` with ``max_tokens`` or ``parameters.max_new_tokens`` set to ``value``."""
-    head, _, leaf = field.partition(".")
-    if not leaf:
-        return {**document, head: value}
-    inner = document.get(head)
-    return {**document, head: {**(inner if isinstance(inner, dict) else {}), leaf: value}}
 
 
 def _anonymous(scope: Scope) -> str:

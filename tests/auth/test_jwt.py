@@ -620,3 +620,11 @@ async def test_unusable_jwks_keys_are_skipped_with_a_warning(
     assert verifier.verify(sign(rsa_key, aud=None)).id == "jwt:alice"
     assert verifier.verify(sign(rsa_key, kid=None, aud=None)).id == "jwt:alice"  # the only usable key
     assert "key 'odd' is ignored" in caplog.text and "key 'bad' is ignored" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_cap_claims_become_the_principals_caps(verifier: JWTVerifier, rsa_key: rsa.RSAPrivateKey) -> None:
+    principal = verifier.verify(sign(rsa_key, max_tokens=64, max_prompt_length=4000))
+    assert (principal.max_tokens, principal.max_prompt_length) == (64, 4000)
+    refused(verifier, sign(rsa_key, max_tokens="many"), "'max_tokens' claim is not a positive integer")
+    refused(verifier, sign(rsa_key, max_prompt_length=0), "'max_prompt_length' claim is not a positive integer")

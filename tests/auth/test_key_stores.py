@@ -143,3 +143,14 @@ async def test_chain_asks_each_store_in_order() -> None:
     assert b is not None and b.id == "b"
     assert await chain.find(hash_key("kc")) is None
     await chain.aclose()
+
+
+def test_caps_round_trip_and_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "keys.toml"
+    record = KeyRecord.for_key("capped", new_key(), max_tokens=64, max_prompt_length=1000)
+    write_key_file(path, [record])
+    assert read_key_file(path)["capped"] == record
+    with pytest.raises(ValueError, match="max_tokens must be a positive integer"):
+        KeyRecord.from_mapping({"hash": record.hash, "max_tokens": 0}, id="bad")
+    with pytest.raises(ValueError, match="max_prompt_length"):
+        KeyRecord.for_key("bad", "k", max_prompt_length=-5)

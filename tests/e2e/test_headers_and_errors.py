@@ -551,7 +551,6 @@ NOT_AN_OBJECT = {
     "number": b"42",
     "null": b"null",
     "empty": b"",
-    "model-not-a-string": b'{"model": 5, "messages": []}',
 }
 
 
@@ -571,11 +570,33 @@ async def test_malformed_json_is_a_400(gateway_app: Any, fake: FakeHF, path: str
 async def test_a_json_body_that_is_not_a_request_object_is_a_400(
     gateway_app: Any, fake: FakeHF, path: str, body: bytes
 ) -> None:
-    """Valid JSON that is not an object (or has a non-string ``model``) on a JSON route is a 400."""
+    """Valid JSON that is not an object on a JSON route is a 400."""
     app = await gateway_app("router")
     answer = await drive(app, "POST", path, body=body, headers={"content-type": "application/json"})
     assert answer.status == 400
     assert envelope(answer.body)["error_type"] == "invalid_request"
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("path", JSON_ROUTES)
+async def test_a_model_that_is_not_a_string_is_a_422_naming_it(gateway_app: Any, fake: FakeHF, path: str) -> None:
+    """The validator names the field; with validation off, the forwarder still refuses it (400)."""
+    body = b'{"model": 5, "messages": [], "prompt": "x", "input": "x"}'
+    answer = await drive(
+        await gateway_app("router"), "POST", path, body=body, headers={"content-type": "application/json"}
+    )
+    assert answer.status == 422 and envelope(answer.body) == {
+        "error": "model: must be a string",
+        "error_type": "validation",
+    }
+    unchecked = await drive(
+        await gateway_app("router", validate=False),
+        "POST",
+        path,
+        body=body,
+        headers={"content-type": "application/json"},
+    )
+    assert unchecked.status == 400 and envelope(unchecked.body)["error"] == "'model' must be a string"
     assert fake.requests == []
 
 
