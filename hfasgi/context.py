@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from hfasgi.principal import Principal
     from hfasgi.types import Scope
 
-__all__ = ["CONTEXT_KEY", "RequestContext", "get_context"]
+__all__ = ["CONTEXT_KEY", "RequestContext", "encode_json", "get_context"]
 
 CONTEXT_KEY = "hfasgi"
 """The one scope key hfasgi writes; it holds the :class:`RequestContext`."""
@@ -72,6 +72,15 @@ class RequestContext:
         """Replace the body and its parsed form together (used when a layer rewrites the body)."""
         self._json = document
         self.body = body
+
+
+def encode_json(document: Any) -> bytes:
+    """Compact UTF-8 JSON; ASCII-escaped instead when a string holds a lone surrogate, which UTF-8 cannot encode."""
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(document, separators=(",", ":")).encode()
 
 
 def get_context(scope: Scope) -> RequestContext:

@@ -1,10 +1,11 @@
 """The contract every layer keeps (docs/asgi_craft.md §6, "Testing every layer"), parametrised over the layers.
 
-Subjects: ``RequestId``, ``ErrorEnvelope``, ``ApiKeyAuth``, ``RateLimiter`` and ``RequestValidator`` (with
-keys, limits and schemas configured, on paths that are not the gateway's: they must behave like no-ops), and ``HFForwarder``
-twice: on a path that is not the gateway's and on a gateway path, where the "inner app" is the fake
-HF upstream on a real socket. Each test drives ASGI by hand (``tests.asgi_driver`` for responses in
-flight), so streaming is observed chunk by chunk; order comes from gates and events, never sleeps.
+Subjects: ``RequestId``, ``ErrorEnvelope``, ``ApiKeyAuth``, ``RateLimiter`` and ``RequestValidator``
+(with keys, limits and schemas configured, on paths that are not the gateway's: they must behave like
+no-ops), and ``HFForwarder`` twice: on a path that is not the gateway's and on a gateway path, where
+the "inner app" is the fake HF upstream on a real socket. Each test drives ASGI by hand
+(``tests.asgi_driver`` for responses in flight), so streaming is observed chunk by chunk; order comes
+from gates and events, never sleeps.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from hfasgi.limits import Limit
 from hfasgi.operations import Routes
 from hfasgi.ratelimit import RateLimiter, RateLimiterConfig
 from hfasgi.request_id import RequestId
-from hfasgi.validation import RequestValidator, ValidatorConfig
 from hfasgi.stack import CANONICAL_ORDER, Layer, resources, stack
 from hfasgi.types import Receive, Send
+from hfasgi.validation import RequestValidator, ValidatorConfig
 from tests.asgi_driver import open_stream, request
 from tests.fakes import serve_lifespan
 from tests.upstream import FakeHF, expected_chat

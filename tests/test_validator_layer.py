@@ -322,3 +322,15 @@ def test_media_helpers() -> None:
     assert is_json_type("application/json; charset=utf-8") and is_json_type("application/problem+json")
     assert not is_json_type("text/json-ish") and not is_json_type("text/plain")
     assert looks_like_json(b'  {"a": 1}') and looks_like_json(b"[1]") and not looks_like_json(b"\x89PNG")
+
+
+@pytest.mark.anyio
+async def test_the_default_schemas_bound_the_number_of_choices() -> None:
+    """``n`` (and ``best_of``) are bounded as OpenAI bounds them: a huge ``n`` would make the upstream work for ever."""
+    inner = Inner()
+    app = RequestValidator(inner, config=ValidatorConfig())
+    stream, raw = await request(app, "POST", "/v1/chat/completions", json_body={**_chat(), "n": 250_000_000})
+    assert stream.status == 422 and json.loads(raw)["error"] == "n: must be <= 128"
+    stream, raw = await request(app, "POST", "/v1/completions", json_body={"prompt": "x", "best_of": 21})
+    assert stream.status == 422 and json.loads(raw)["error"] == "best_of: must be <= 20"
+    assert inner.bodies == []

@@ -10,7 +10,6 @@ client leaves, and turns upstream failures into the error envelope. Dialect tran
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,7 @@ import aiohttp
 from hfasgi import __version__
 from hfasgi.body import DEFAULT_MAX_BODY_BYTES, ClientDisconnected, read_body
 from hfasgi.catalog import ModelCatalog, ModelRoute
-from hfasgi.context import RequestContext, get_context
+from hfasgi.context import RequestContext, encode_json, get_context
 from hfasgi.errors import ErrorType, GatewayError, send_error
 from hfasgi.forwarding.headers import request_headers, response_headers
 from hfasgi.forwarding.local import info_document, models_document, send_json
@@ -198,7 +197,7 @@ class _Exchange:
         call = upstream.call(op, resolved.upstream_model, task or op.task)
         if call.body_model is not None and document is not None and document.get("model") != call.body_model:
             document = {**document, "model": call.body_model}
-            body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+            body = encode_json(document)
             ctx.set_json(document, body)
         self.body = body
         self.headers = request_headers(self.scope["headers"], upstream.token, ctx.request_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -11,7 +10,7 @@ from typing import Any, Literal
 
 from hfasgi.body import DEFAULT_MAX_BODY_BYTES, ClientDisconnected, read_body, replay_receive
 from hfasgi.catalog import ModelCatalog
-from hfasgi.context import RequestContext, get_context
+from hfasgi.context import RequestContext, encode_json, get_context
 from hfasgi.errors import GatewayError
 from hfasgi.limits import Limit
 from hfasgi.operations import DEFAULT_ROUTES, Operation, Route, Routes
@@ -220,7 +219,7 @@ class RateLimiter:
                 reservation = replace(reservation, output=room * reservation.choices)
             if reservation.inject is not None and isinstance(document, dict):
                 document = with_maximum(document, reservation.inject, reservation.output // reservation.choices)
-                ctx.set_json(document, json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode())
+                ctx.set_json(document, encode_json(document))
         if reservation.total > tokens.count:
             raise GatewayError(
                 400,

@@ -15,7 +15,10 @@ from typing import Any
 
 import jsonschema_rs
 
-__all__ = ["CompiledSchema", "Violation", "field_path"]
+__all__ = ["NOT_UNICODE", "CompiledSchema", "Violation", "field_path", "lone_surrogate"]
+
+NOT_UNICODE = "is not valid Unicode (a lone surrogate such as \\ud800)"
+TOO_DEEP = "the body is nested too deeply to be checked"
 
 _TYPE_NAMES = {
     "object": "an object",
@@ -65,7 +68,9 @@ class CompiledSchema:
                 return
             errors = list(self._validator.iter_errors(document))
         except UnicodeEncodeError:  # jsonschema_rs cannot take a lone surrogate ("\ud800") in a key or a reported value
-            raise Violation(_surrogate_path(document), "is not valid Unicode (a lone surrogate such as \\ud800)") from None
+            raise Violation(lone_surrogate(document) or "", NOT_UNICODE) from None
+        except ValueError:  # jsonschema_rs: "Recursion limit reached" explaining a document nested ~300 deep
+            raise Violation("", TOO_DEEP) from None
         raise self._explain(_most_specific(errors))
 
     def _explain(self, error: Any) -> Violation:
@@ -93,7 +98,9 @@ class CompiledSchema:
             sign = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[keyword]
             return f"must be {sign} {_number(detail['limit'])}"
         if keyword == "enum":
-            return "must be one of " + ", ".join(_show(o) for o in detail["options"])
+            options = [o for o in detail["options"] if o is not None]
+            nullable = len(options) < len(detail["options"])
+            return "must be one of " + ", ".join(_show(o) for o in options) + (" (or null)" if nullable else "")
         if keyword == "const":
             return f"must be {_show(detail['expected_value'])}"
         if keyword == "minItems":
@@ -123,8 +130,12 @@ def _most_specific(errors: list[Any]) -> Any:
     return max(errors, key=lambda e: (len(e.instance_path), e.kind.name not in vague))
 
 
-def _surrogate_path(document: Any) -> str:
-    """The path of the first key or string of ``document`` that holds a lone surrogate (``""``: none found)."""
+def lone_surrogate(document: Any) -> str | None:
+    """The path of the first key or string of ``document`` holding a lone surrogate (``None``: there is none).
+
+    ``json.loads`` turns ``"\\ud800"`` into a string UTF-8 cannot encode: not Unicode text, refused by
+    serde (TGI) upstream, and fatal to whatever re-encodes the body.
+    """
     stack: list[tuple[list[str | int], Any]] = [([], document)]
     while stack:
         path, node = stack.pop()
@@ -137,7 +148,7 @@ def _surrogate_path(document: Any) -> str:
             stack.extend(([*path, i], value) for i, value in reversed(list(enumerate(node))))
         elif isinstance(node, str) and _has_surrogate(node):
             return field_path(path)
-    return ""
+    return None
 
 
 def _has_surrogate(text: str) -> bool:

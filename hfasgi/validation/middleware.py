@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hfasgi.body import DEFAULT_MAX_BODY_BYTES, ClientDisconnected, read_body, replay_receive
-from hfasgi.context import RequestContext, get_context
+from hfasgi.context import RequestContext, encode_json, get_context
 from hfasgi.errors import ErrorType, GatewayError
 from hfasgi.operations import DEFAULT_ROUTES, Operation, Route, Routes
 from hfasgi.tokens import asked_output, output_field, with_maximum
 from hfasgi.types import ASGIApp, Receive, Scope, Send
-from hfasgi.validation.engine import CompiledSchema, Violation
+from hfasgi.validation.engine import NOT_UNICODE, CompiledSchema, Violation, lone_surrogate
 from hfasgi.validation.media import is_json_type, looks_like_json, media_kind, sniff
 
 if TYPE_CHECKING:
@@ -30,6 +30,8 @@ _ROUTE_SCHEMA = {
     Route.GENERATE_STREAM: "generate",
     Route.COMPAT_GENERATE: "generate",
 }
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A ``\\ud800``-``\\udfff`` escape in a body: a surrogate, paired (an emoji, escaped) or lone."""
 _ANY_TASK: dict[str, Any] = {
     "type": "object",
     "required": ["inputs"],
@@ -164,6 +166,10 @@ class RequestValidator:
         document = ctx.json()
         if not isinstance(document, dict):
             raise GatewayError(400, ErrorType.INVALID_REQUEST, "The request body must be a JSON object")
+        if _SURROGATE_ESCAPE.search(body) is not None:  # rare: only then look for a lone one in the document
+            where = lone_surrogate(document)
+            if where is not None:
+                raise GatewayError(422, ErrorType.VALIDATION, f"{where}: {NOT_UNICODE}" if where else NOT_UNICODE)
         schema = config.schema_for(op, task) or (config._compiled["task:*"] if op.route is Route.TASK else None)
         if schema is not None:
             try:
@@ -193,7 +199,7 @@ def _check_media(body: bytes, content_type: str, kind: str | None, task: str | N
         raise GatewayError(
             415,
             ErrorType.UNSUPPORTED_MEDIA_TYPE,
-            f"The {task} task takes a JSON body ({{\"inputs\": ...}}), not raw bytes",
+            f'The {task} task takes a JSON body ({{"inputs": ...}}), not raw bytes',
         )
     found = sniff(body)
     declared = media_kind(content_type)
@@ -215,14 +221,14 @@ def _check_caps(ctx: RequestContext, op: Operation, document: dict[str, Any], pr
         whole = _whole_maxima(document)
         if whole is not document:
             document = whole
-            ctx.set_json(document, _dumps(document))
+            ctx.set_json(document, encode_json(document))
         asked = asked_output(op, document)
         if asked is not None and asked[1] > cap:
             raise GatewayError(422, ErrorType.VALIDATION, f"{asked[0]}: must be <= {cap} for this key")
         where = output_field(op)
         if asked is None and where is not None:
             document = with_maximum(document, where, cap)
-            ctx.set_json(document, _dumps(document))
+            ctx.set_json(document, encode_json(document))
     longest = principal.max_prompt_length
     if longest is not None:
         name, length = _prompt_length(op, document)
@@ -232,15 +238,6 @@ def _check_caps(ctx: RequestContext, op: Operation, document: dict[str, Any], pr
                 ErrorType.VALIDATION,
                 f"{name}: the prompt is {length} characters, more than the {longest} this key allows",
             )
-
-
-def _dumps(document: dict[str, Any]) -> bytes:
-    """Compact JSON bytes; ASCII-escaped when a string holds a lone surrogate (``\\ud800``), which UTF-8 cannot encode."""
-    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        return json.dumps(document, separators=(",", ":")).encode()
 
 
 def _whole_maxima(document: dict[str, Any]) -> dict[str, Any]:
@@ -288,4 +285,3 @@ def _text_length(value: Any, keys: tuple[str, ...] | None) -> int:
         picked = value.values() if keys is None else (value.get(k) for k in keys)
         return sum(_text_length(item, keys) for item in picked)
     return 0
-

@@ -302,13 +302,13 @@ BAD_TASKS = [
         "text_classification-function",
         "text-classification",
         lambda c: c.text_classification(TEXT, function_to_apply="relu"),  # type: ignore[arg-type]
-        "parameters.function_to_apply: must be one of 'sigmoid', 'softmax', 'none', null",
+        "parameters.function_to_apply: must be one of 'sigmoid', 'softmax', 'none' (or null)",
     ),
     BadTask(
         "token_classification-strategy",
         "token-classification",
         lambda c: c.token_classification(TEXT, aggregation_strategy="all"),  # type: ignore[arg-type]
-        "parameters.aggregation_strategy: must be one of 'none', 'simple', 'first', 'average', 'max', null",
+        "parameters.aggregation_strategy: must be one of 'none', 'simple', 'first', 'average', 'max' (or null)",
     ),
     BadTask(
         "question_answering-top_k",
@@ -338,7 +338,8 @@ BAD_TASKS = [
         "summarization-truncation",
         "summarization",
         lambda c: c.summarization(TEXT, truncation="yes"),  # type: ignore[arg-type]
-        "parameters.truncation: must be one of 'do_not_truncate', 'longest_first', 'only_first', 'only_second', null",
+        "parameters.truncation: must be one of 'do_not_truncate', 'longest_first', 'only_first', 'only_second'"
+        " (or null)",
     ),
     BadTask(
         "table_question_answering-list-table",
@@ -362,7 +363,7 @@ BAD_TASKS = [
         "feature_extraction-direction",
         "feature-extraction",
         lambda c: c.feature_extraction(TEXT, truncation_direction="up"),  # type: ignore[arg-type]
-        "truncation_direction: must be one of 'left', 'right', null",
+        "truncation_direction: must be one of 'left', 'right' (or null)",
     ),
     BadTask(
         "image_classification-top_k",

@@ -121,7 +121,7 @@ TABLE = {"city": ["Paris", "Rome"], "country": ["France", "Italy"]}
 
 
 def _enum(*values: str, null: bool = True) -> str:
-    return "must be one of " + ", ".join(repr(v) for v in values) + (", null" if null else "")
+    return "must be one of " + ", ".join(repr(v) for v in values) + (" (or null)" if null else "")
 
 
 ROUTE_TABLE: dict[str, Entry] = {
@@ -301,7 +301,7 @@ TASK_TABLE: dict[str, Entry] = {
         (
             Bad(
                 {"inputs": B64_AUDIO, "parameters": {"return_timestamps": "sentence"}},
-                "parameters.return_timestamps: must be one of true, false, 'word', 'char', null",
+                "parameters.return_timestamps: must be one of true, false, 'word', 'char' (or null)",
             ),
             Bad(
                 {"inputs": B64_AUDIO, "parameters": {"generation_parameters": {"temprature": 1}}},

@@ -4,7 +4,7 @@ Run by tests/validation/test_fuzz.py, either under atheris (coverage-guided)::
 
     python tests/validation/fuzz_target.py -max_total_time=20 -rss_limit_mb=2048 CORPUS_DIR [SEED_DIR]
 
-or, where atheris is missing, through :func:`check_one` driven by hypothesis. It is also the shared
+or, where atheris is missing, through :meth:`Harness.check` driven by hypothesis. It is also the shared
 harness of tests/validation/test_properties.py: :func:`cases` (every validated route and task, with
 the schema its body must satisfy) and :func:`build_instance` (a schema-valid body, choices made by a
 :class:`Chooser`: the first option each time here, hypothesis draws in the property tests).
@@ -37,7 +37,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
-# Run as a script (atheris), the repository root is not on sys.path: hfasgi is installed, tests is not needed.
+# Run as a script (atheris) this module imports nothing from tests/, and hfasgi only inside functions: the
+# imports in main() happen under atheris.instrument_imports, so the validator's code is what gets instrumented.
+
 MAX_BODY_BYTES = 4096
 """The validator's body limit in the fuzzer, small enough for libFuzzer's inputs to pass it."""
 PRINCIPAL_MAX_TOKENS = 16
@@ -74,8 +76,18 @@ GATEWAY_ERROR_TYPES = frozenset(
 )
 """What the validator may answer with (it never says anything else)."""
 MEDIA_SIGNATURES: dict[str, tuple[bytes, ...]] = {
-    "image": (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF\x00\x00\x00\x00WEBP"),
-    "audio": (b"fLaC", b"OggS", b"ID3", b"RIFF\x00\x00\x00\x00WAVE"),
+    "image": (
+        b"\x89PNG\r\n\x1a\n",
+        b"\xff\xd8\xff",
+        b"GIF87a",
+        b"GIF89a",
+        b"II*\x00",
+        b"MM\x00*",
+        b"RIFF\x00\x00\x00\x00WEBP",
+        b"BM\x36\x00\x0c\x00\x00\x00\x00\x00",
+        b"\x00\x00\x00\x1cftypavif",
+    ),
+    "audio": (b"fLaC", b"OggS", b"ID3", b"#!AMR", b"RIFF\x00\x00\x00\x00WAVE", b"\x00\x00\x00\x20ftypM4A "),
     "video": (b"\x1aE\xdf\xa3", b"\x00\x00\x00\x18ftypisom"),
 }
 """A few magic numbers per media kind, written from the formats' specs (not taken from hfasgi.validation.media)."""
@@ -144,28 +156,34 @@ def reference_validator(case_name: str) -> Any:
 def engines_differ(value: Any) -> bool:
     """Whether ``value`` holds what ``jsonschema_rs`` may refuse though ``jsonschema`` accepts it.
 
-    NaN and the infinities (``jsonschema_rs`` reads them as ``null``) and lone surrogates (``"\\ud800"``,
-    not Unicode: ``jsonschema_rs`` cannot take them, so the engine refuses them).
+    NaN and the infinities (``jsonschema_rs`` reads them as ``null``), lone surrogates (``"\\ud800"``,
+    not Unicode: the validator refuses them) and nesting deeper than ``jsonschema_rs`` explains.
     """
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, str):
-        return not value.isascii() and _lone_surrogate(value)
-    if isinstance(value, list):
-        return any(engines_differ(v) for v in value)
-    if isinstance(value, dict):
-        return any(engines_differ(k) or engines_differ(v) for k, v in value.items())
-    return False
+    non_finite = _walk(value, lambda v: isinstance(v, float) and not math.isfinite(v), limit=200)
+    return non_finite or has_lone_surrogate(value)
 
 
 def has_lone_surrogate(value: Any) -> bool:
     """Whether a key or a string of ``value`` holds a lone surrogate (which UTF-8 cannot encode)."""
-    if isinstance(value, str):
-        return not value.isascii() and _lone_surrogate(value)
-    if isinstance(value, list):
-        return any(has_lone_surrogate(v) for v in value)
-    if isinstance(value, dict):
-        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
+    return _walk(value, lambda v: isinstance(v, str) and not v.isascii() and _lone_surrogate(v))
+
+
+def _walk(value: Any, test: Callable[[Any], bool], limit: int | None = None) -> bool:
+    """Whether ``test`` holds for a key or value in ``value`` (or it is nested deeper than ``limit``)."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if limit is not None and depth > limit:
+            return True
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if test(key):
+                    return True
+                stack.append((item, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node)
+        elif test(node):
+            return True
     return False
 
 
@@ -177,16 +195,33 @@ def _lone_surrogate(text: str) -> bool:
     return False
 
 
+def reference_verdict(case: Case, document: Any) -> bool | None:
+    """``jsonschema``'s verdict on ``document`` (``None``: nested too deeply for it to say)."""
+    try:
+        return bool(reference_validator(case.name).is_valid(document))
+    except RecursionError:
+        return None
+
+
 def media_of(body: bytes) -> str | None:
     """The media kind of ``body`` by the signatures of :data:`MEDIA_SIGNATURES` (RIFF and ftyp by their brand)."""
     head = body[:16]
     for kind, magics in MEDIA_SIGNATURES.items():
-        if any(not m.startswith((b"RIFF", b"\x00")) and head.startswith(m) for m in magics):
+        if any(not m.startswith((b"RIFF", b"\x00", b"BM")) and head.startswith(m) for m in magics):
             return kind
+    if head[:2] == b"BM" and head[6:10] == b"\x00\x00\x00\x00":  # BITMAPFILEHEADER: reserved words are zero
+        return "image"
     if head[:4] == b"RIFF" and len(head) >= 12:
         return {b"WEBP": "image", b"WAVE": "audio", b"AVI ": "video"}.get(head[8:12])
     if head[4:8] == b"ftyp":
-        return "audio" if head[8:12] in (b"M4A ", b"M4B ") else "image" if head[8:12] == b"avif" else "video"
+        brand = head[8:12]
+        return (
+            "audio"
+            if brand in (b"M4A ", b"M4B ")
+            else "image"
+            if brand in (b"avif", b"avis", b"heic", b"heix", b"mif1")
+            else "video"
+        )
     if len(head) >= 3 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # an MPEG audio frame header
         version, layer = (head[1] >> 3) & 3, (head[1] >> 1) & 3
         if layer == 0:  # ADTS (AAC): a 12-bit sync and a sampling-frequency index of 0..12
@@ -205,6 +240,16 @@ def json_object(body: bytes) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
+def json_like(body: bytes) -> bool:
+    """Whether ``body`` is text (UTF-8, UTF-16/32, a BOM or not) starting after JSON whitespace with ``{[\"``."""
+    try:
+        encoding = json.detect_encoding(body)
+        text = body[:4096].decode(encoding, "ignore")
+    except (LookupError, ValueError):
+        return False
+    return text.lstrip(" \t\r\n\ufeff")[:1] in ("{", "[", '"')
+
+
 def declared_kind(content_type: str | None) -> str | None:
     major = (content_type or "").split(";")[0].split("/")[0].strip().lower()
     return major if major in ("image", "audio", "video") else None
@@ -218,6 +263,8 @@ def admissible(case: Case, body: bytes, content_type: str | None) -> str | None:
     """
     document = json_object(body)
     if document is not None:
+        if reference_verdict(case, document) is not False:
+            return None  # valid, or too deep for jsonschema to tell
         errors = sorted(reference_validator(case.name).iter_errors(document), key=lambda e: list(e.path))
         if errors:
             where = "/".join(str(p) for p in errors[0].absolute_path)
@@ -231,8 +278,8 @@ def admissible(case: Case, body: bytes, content_type: str | None) -> str | None:
         return f"raw bytes (not a JSON object) were forwarded to a JSON-only route {case.name}"
     if media_of(body) == case.media or (media_of(body) is None and declared_kind(content_type) == case.media):
         return None
-    if case.media == "audio" and body[:4] == b"\x1aE\xdf\xa3":
-        return None  # webm holds audio too
+    if case.media == "audio" and media_of(body) == "video" and (body[:4] == b"\x1aE\xdf\xa3" or body[4:8] == b"ftyp"):
+        return None  # WebM and MP4 containers hold audio too
     return f"raw bytes that are not {case.media} ({body[:12]!r}, {content_type!r}) were forwarded to {case.name}"
 
 
@@ -546,11 +593,11 @@ class Harness:
         except self.Violation as violation:
             assert str(violation), "an empty violation message"
             if not engines_differ(document):
-                assert not reference_validator(case.name).is_valid(document), (
+                assert reference_verdict(case, document) is not True, (
                     f"{case.name}: jsonschema_rs refused what jsonschema accepts: {violation} for {body[:300]!r}"
                 )
         else:
-            assert reference_validator(case.name).is_valid(document), (
+            assert reference_verdict(case, document) is not False, (
                 f"{case.name}: jsonschema_rs accepted what jsonschema refuses: {body[:300]!r}"
             )
 
@@ -639,7 +686,7 @@ class Harness:
             document = json_object(body)
             assert document is not None, f"422 for a body that is not a JSON object, {where}"
             if not engines_differ(document):
-                assert not reference_validator(case.name).is_valid(document), (
+                assert reference_verdict(case, document) is not True, (
                     f"422 {envelope['error']!r} for a body jsonschema accepts, {where}"
                 )
 
@@ -655,17 +702,28 @@ def _compiled_for(config: Any, case: Case) -> Any:
 
 
 def _check_caps(case: Case, document: dict[str, Any], where: str) -> None:
-    """A capped principal's request that went on asks for at most its ``max_tokens`` (set when it named none)."""
+    """A capped principal's request that went on asks for at most its ``max_tokens`` (set when it named none),
+    and its prompt (``inputs``, ``prompt``, the messages' text ``content``) is at most ``max_prompt_length`` long."""
+    prompt: Any = None
     if case.name in ("chat", "completions"):
         asked = [document.get(k) for k in ("max_tokens", "max_completion_tokens")]
+        if case.name == "completions":
+            prompt = document.get("prompt")
+        elif isinstance(document.get("messages"), list):
+            prompt = [m.get("content") for m in document["messages"] if isinstance(m, dict)]
     elif case.name in ("generate", "generate_stream", "compat_generate", "task:text-generation"):
         parameters = document.get("parameters")
         asked = [parameters.get("max_new_tokens")] if isinstance(parameters, dict) else [None]
+        prompt = document.get("inputs")
     else:
         return
     numbers = [a for a in asked if isinstance(a, int | float) and not isinstance(a, bool)]
     assert numbers, f"no output maximum was set for a capped principal: {where}"
     assert all(n <= PRINCIPAL_MAX_TOKENS for n in numbers), f"the principal's max_tokens cap was exceeded: {where}"
+    texts = [prompt] if isinstance(prompt, str) else [p for p in prompt or [] if isinstance(p, str)]
+    if isinstance(prompt, list | str):
+        length = sum(len(t) for t in texts)
+        assert length <= PRINCIPAL_MAX_PROMPT, f"a {length}-character prompt passed the cap: {where}"
 
 
 @cache

@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import pytest
@@ -54,7 +55,6 @@ TOKEN = "hf_validation_property_token"
 DEFAULT_MODEL = "fake/text-generation"
 CASES = ft.cases()
 GATEWAY_ERROR_TYPES = ft.GATEWAY_ERROR_TYPES
-PLACEHOLDERS = ("", "dummy", "tgi")
 BARE_MESSAGES = ("must ", "is ", "does not ", "unknown parameters ")
 """How the engine's messages start when they have no field path (an error at the root)."""
 
@@ -94,10 +94,11 @@ class Gateways:
 
     async def _serve(self, url: str) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            for kind in ("openai", "tgi", "serverless"):
+            for kind in ("openai", "tgi", "serverless", "openai-unvalidated"):
                 settings = Settings(
+                    validate=not kind.endswith("-unvalidated"),
                     upstream_url=url,
-                    upstream_kind=kind,
+                    upstream_kind=kind.removesuffix("-unvalidated"),
                     hf_token=TOKEN,
                     no_auth=True,
                     default_model=DEFAULT_MODEL,
@@ -219,14 +220,20 @@ def check(exchange: Exchange) -> str:
     document = ft.json_object(exchange.body)
     json_path = document is not None and json_content_type(content_type) and len(exchange.body) <= LIMIT
     if json_path and document is not None:
-        valid = ft.reference_validator(case.name).is_valid(document)
-        if not valid:
+        valid = ft.reference_verdict(case, document)
+        if ft.has_lone_surrogate(document):
+            assert not exchange.received and status == 422, f"a lone surrogate was not refused: {where}"
+            assert "lone surrogate" in json.loads(exchange.payload)["error"], where
+        elif valid is False:
             assert not exchange.received and status == 422, f"jsonschema refuses this body: {where}"
             assert json.loads(exchange.payload)["error_type"] == "validation", where
-        elif not ft.engines_differ(document):
+        elif valid is True and not ft.engines_differ(document):
             assert exchange.received, f"refused a body jsonschema accepts: {where}"
             for seen in exchange.received:
                 _same_body(exchange, document, seen)
+    wrong_type = not json_content_type(content_type) and len(exchange.body) <= LIMIT
+    if wrong_type and (case.task is None and not case.raw_passthrough or ft.json_like(exchange.body)):
+        assert status == 415 and not exchange.received, f"JSON under {content_type!r} was not refused: {where}"
     if len(exchange.body) > LIMIT:
         assert status == 413 and not exchange.received, f"an oversized body was not refused: {where}"
     if not exchange.received:
@@ -245,15 +252,35 @@ def _same_body(exchange: Exchange, document: dict[str, Any], seen: RecordedReque
     assert json.dumps(forwarded, sort_keys=True) == json.dumps(document, sort_keys=True), exchange.describe()
 
 
-def names_the_field(message: str, broken: Sequence[str | int]) -> bool:
+def names_the_field(message: str, broken: Sequence[str | int], case: ft.Case) -> bool:
     """Whether a 422 message names the broken field, one of its parents (a bare message: the root) or a child."""
-    if message.startswith(BARE_MESSAGES):
+    if message.startswith(BARE_MESSAGES) or message in _x_errors(case.name):
         return True
     ancestors = [_field_path(broken[:i]) for i in range(1, len(broken) + 1)]
     if any(message.startswith(path + ": ") for path in ancestors):
         return True
     full = _field_path(broken)
     return bool(full) and message.startswith((full + ".", full + "["))
+
+
+@cache
+def _x_errors(case_name: str) -> frozenset[str]:
+    """The schema's own ``x-error`` messages (a root ``anyOf`` says one of them, without a path)."""
+    schema = next(c.schema for c in CASES if c.name == case_name)
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("x-error"), str):
+                found.add(node["x-error"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return frozenset(found)
 
 
 def _field_path(parts: Sequence[str | int]) -> str:
@@ -365,6 +392,10 @@ CONTENT_TYPES = st.one_of(
 )
 """Any header value a server would pass on (no CR, LF or NUL), and the usual suspects."""
 MEDIA = st.sampled_from([m for magics in ft.MEDIA_SIGNATURES.values() for m in magics] + [b"\xff\xfb\x90\x00"])
+NEAR_MISSES = st.sampled_from(
+    [b"\xff\xff\xff", b"\xff\xfe", b"\xff\xf1\xff", b"BM", b"BMW is a car", b"RIFF", b"\x89PN"]
+)
+"""First bytes that look like a magic number and are not one (an MPEG sync with reserved fields, a bare "BM")."""
 
 
 def chunked(body: bytes) -> st.SearchStrategy[bytes | list[bytes]]:
@@ -383,7 +414,7 @@ def odd_bodies(draw: Callable[[st.SearchStrategy[Any]], Any], case: ft.Case) -> 
     if kind == "random":
         return bytes(draw(st.binary(max_size=200)))
     if kind == "media":
-        return bytes(draw(MEDIA)) + bytes(draw(st.binary(max_size=40)))
+        return bytes(draw(MEDIA | NEAR_MISSES)) + bytes(draw(st.binary(max_size=40)))
     if kind == "encoding":
         return valid.encode(draw(st.sampled_from(["utf-16", "utf-16-le", "utf-32", "utf-8-sig", "latin-1"])))
     if kind == "padded":
@@ -488,16 +519,29 @@ def _parent(document: Any, path: list[str | int]) -> Any:
     return node
 
 
-def forwarder_reencodes(case: ft.Case, document: Any) -> bool:
-    """A body the forwarder re-encodes (it sets ``model``) holding a lone surrogate: a known bug, kept out here.
+SIZE_KNOBS = ("dimensions", "top_k")
+"""Fields whose value the fake turns into that many items (embedding floats, candidates): kept small."""
 
-    :func:`test_lone_surrogate_in_a_valid_body_with_the_default_model` keeps it in sight (xfail, strict).
+
+def tame(document: Any) -> Any:
+    """``document`` with the fake's size knobs (root and ``parameters``) at most 16, so answers stay small.
+
+    The fake generates as many tokens as asked (capped by ``x-fake-scenario: chunks:2``) but builds
+    ``dimensions`` floats and ``top_k`` candidates: a valid ``"dimensions": 1000000000`` would take it minutes.
+    Its table-question-answering divides by a column's length: empty columns get a cell.
     """
-    if case.name not in ("chat", "completions", "embeddings") or not isinstance(document, dict):
-        return False
-    model = document.get("model")
-    plain = isinstance(model, str) and model not in PLACEHOLDERS and ":" not in model
-    return not plain and ft.has_lone_surrogate(document)
+    if isinstance(document, dict):
+        inputs = document.get("inputs")
+        table = inputs.get("table") if isinstance(inputs, dict) else None
+        if isinstance(table, dict):
+            inputs["table"] = {k: (v or ["cell"]) if isinstance(v, list) else v for k, v in table.items()}
+        for where in (document, document.get("parameters")):
+            if isinstance(where, dict):
+                for key in SIZE_KNOBS:
+                    value = where.get(key)
+                    if isinstance(value, int | float) and not isinstance(value, bool) and value > 16:
+                        where[key] = 16
+    return document
 
 
 # --------------------------------------------------------------------------- the tests
@@ -510,12 +554,16 @@ def test_almost_valid_bodies_are_refused_with_the_field_and_valid_ones_go_throug
     gateways: Gateways, case: ft.Case
 ) -> None:
     outcomes: Counter[str] = Counter()
+    for full in (False, True):  # the schema's own minimal and complete bodies go through
+        document = tame(ft.build_instance(case.schema, ft.FirstChooser(full)))
+        exchange = gateways.post(case, json.dumps(document).encode(), {"content-type": "application/json"})
+        assert check(exchange) == "forwarded", exchange.describe()
 
     @examples(30)
     @given(st.data())
     def run(data: st.DataObject) -> None:
         document, how, path = data.draw(almost_valid(case), label="body")
-        assume(not forwarder_reencodes(case, document))
+        document = tame(document)
         body = json.dumps(document).encode()
         content_type = data.draw(st.sampled_from(["application/json", "application/json; charset=utf-8"]))
         exchange = gateways.post(case, data.draw(chunked(body)), {"content-type": content_type})
@@ -524,7 +572,7 @@ def test_almost_valid_bodies_are_refused_with_the_field_and_valid_ones_go_throug
         if outcome == "422":
             message = json.loads(exchange.payload)["error"]
             if how != "surrogate":
-                assert names_the_field(message, path), f"{how} at {path}: {message!r} for {exchange.describe()}"
+                assert names_the_field(message, path, case), f"{how} at {path}: {message!r} for {exchange.describe()}"
             outcomes["named"] += 1
 
     run()
@@ -541,8 +589,7 @@ def test_arbitrary_json_never_breaks_the_gateway_nor_reaches_the_upstream_invali
     @examples(25)
     @given(st.data())
     def run(data: st.DataObject) -> None:
-        value = data.draw(arbitrary_objects(case), label="value")
-        assume(not forwarder_reencodes(case, value))
+        value = tame(data.draw(arbitrary_objects(case), label="value"))
         body = data.draw(encoded(value), label="bytes")
         content_type = data.draw(st.sampled_from([None, "application/json"]))
         headers = {"content-type": content_type} if content_type else {}
@@ -574,17 +621,21 @@ def test_arbitrary_bytes_and_content_types_never_break_the_gateway(gateways: Gat
 @pytest.mark.parametrize("case", [c for c in CASES if c.media is not None], ids=lambda c: c.name)
 def test_raw_media_goes_through_only_when_it_is_the_tasks_kind(gateways: Gateways, case: ft.Case) -> None:
     outcomes: Counter[str] = Counter()
+    content_types = st.sampled_from([None, None, "application/octet-stream", "image/png", "audio/wav", "video/mp4"])
 
-    @examples(15)
-    @given(MEDIA, st.binary(max_size=64), st.sampled_from([None, "application/octet-stream", "image/png", "audio/wav"]))
+    @examples(20)
+    @given(MEDIA | NEAR_MISSES, st.binary(max_size=64), content_types)
     def run(magic: bytes, rest: bytes, content_type: str | None) -> None:
         body = magic + rest
         headers = {"content-type": content_type} if content_type else {}
         outcome = check(gateways.post(case, body, headers))
         outcomes[outcome] += 1
-        webm_audio = case.media == "audio" and body.startswith(b"\x1aE\xdf\xa3")
-        if ft.media_of(body) not in (None, case.media) and not webm_audio:
+        container = body.startswith(b"\x1aE\xdf\xa3") or body[4:8] == b"ftyp"  # WebM, MP4: audio too
+        found = ft.media_of(body)
+        if found not in (None, case.media) and not (case.media == "audio" and container):
             assert outcome == "415", f"{case.name} took {body[:12]!r} ({content_type})"
+        if found is None and ft.declared_kind(content_type) != case.media:
+            assert outcome in ("400", "415"), f"{case.name} took {body[:12]!r} ({content_type}) as {case.media}"
 
     run()
     assert outcomes["forwarded"] >= 1 and outcomes["415"] >= 1, outcomes
@@ -611,20 +662,37 @@ def test_oversized_bodies_are_refused_before_the_upstream(gateways: Gateways, ca
     run()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HFForwarder.prepare re-encodes the body with json.dumps(ensure_ascii=False).encode() when it sets "
-    "the default model: a lone surrogate raises UnicodeEncodeError, a 500",
-)
+@pytest.mark.parametrize("depth", [300, 900, 100_000])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_deeply_nested_bodies_are_refused_not_a_500(gateways: Gateways, case: ft.Case, depth: int) -> None:
+    """``jsonschema_rs`` cannot explain an invalid document nested ~300 deep; ``json.loads`` gives up near 1000."""
+    key = next(iter(case.schema.get("required", ["inputs"])))
+    body = b'{"' + key.encode() + b'": ' + b"[" * depth + b"]" * depth + b"}"
+    exchange = gateways.post(case, body, {"content-type": "application/json"})
+    outcome = check(exchange)
+    assert outcome in ("400", "413", "422") or exchange.received, exchange.describe()
+
+
 @pytest.mark.parametrize("name", ["chat", "completions", "embeddings"])
-def test_lone_surrogate_in_a_valid_body_with_the_default_model(gateways: Gateways, name: str) -> None:
+def test_forwarder_without_validation_survives_a_lone_surrogate(gateways: Gateways, name: str) -> None:
     case = next(c for c in CASES if c.name == name)
     document = ft.build_instance(case.schema, ft.FirstChooser(False))
-    document.pop("model", None)
-    assert ft.reference_validator(name).is_valid(document)
+    document.pop("model", None)  # the forwarder puts the default model in: it re-encodes the body
     for key in ("messages", "prompt", "input"):
         if key in document:
             document[key] = [{"role": "user", "content": "hi \ud800"}] if key == "messages" else "hi \ud800"
-    assert ft.reference_validator(name).is_valid(document)
-    exchange = gateways.post(case, json.dumps(document).encode(), {"content-type": "application/json"})
-    check(exchange)
+    assert ft.reference_validator(name).is_valid(document) and ft.has_lone_surrogate(document)
+    unvalidated = ft.Case(case.name, case.route_path, "openai-unvalidated", case.schema)
+    exchange = gateways.post(unvalidated, json.dumps(document).encode(), {"content-type": "application/json"})
+    assert exchange.status < 500 or exchange.received, f"the gateway's own 5xx: {exchange.describe()}"
+
+
+def test_the_validator_refuses_that_lone_surrogate_with_the_field(gateways: Gateways) -> None:
+    case = next(c for c in CASES if c.name == "chat")
+    body = b'{"messages": [{"role": "user", "content": "hi \\ud800"}]}'
+    exchange = gateways.post(case, body, {"content-type": "application/json"})
+    assert check(exchange) == "422"
+    assert json.loads(exchange.payload) == {
+        "error": "messages[0].content: is not valid Unicode (a lone surrogate such as \\ud800)",
+        "error_type": "validation",
+    }

@@ -13,14 +13,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
+import jsonschema
 import jsonschema_rs
 import openai
 import pytest
 from huggingface_hub import InferenceClient
 
 from hfasgi.validation.schemas import BINARY_TASKS, ROUTE_SCHEMAS, TASK_SCHEMAS
-
-jsonschema = pytest.importorskip("jsonschema")
 
 Body = dict[str, Any]
 SCHEMAS: dict[str, dict[str, Any]] = {f"route:{k}": v for k, v in ROUTE_SCHEMAS.items()} | {

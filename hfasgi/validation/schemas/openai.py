@@ -270,7 +270,7 @@ def chat_schema() -> Schema:
         "top_logprobs": integer(minimum=0, maximum=20),
         "max_tokens": integer(minimum=0),
         "max_completion_tokens": integer(minimum=0),
-        "n": integer(minimum=1),
+        "n": integer(minimum=1, maximum=128),  # OpenAI's own bound: more choices is a denial of service
         "seed": integer(minimum=0),
         "stop": stop(),
         # TGI chat treats 0 as greedy (the spec's text-generation ``exclusiveMinimum: 0`` does not apply).
@@ -324,14 +324,14 @@ def completions_schema() -> Schema:
     properties: Schema = {
         "model": {"type": "string"},
         "prompt": _tokens_or_text(),
-        "best_of": integer(minimum=0),
+        "best_of": integer(minimum=0, maximum=20),
         "echo": boolean(),
         "frequency_penalty": _penalty(),
         "presence_penalty": _penalty(),
         "logit_bias": _logit_bias(),
         "logprobs": integer(minimum=0),
         "max_tokens": integer(minimum=0),
-        "n": integer(minimum=1),
+        "n": integer(minimum=1, maximum=128),  # OpenAI's own bound: more choices is a denial of service
         "seed": integer(minimum=0),
         "stop": stop(),
         "stream": boolean(),
