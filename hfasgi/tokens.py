@@ -141,7 +141,12 @@ def with_maximum(document: dict[str, Any], field: str, value: int) -> dict[str, 
 
 
 def _int(value: Any) -> int | None:
-    return value if type(value) is int and value >= 0 else None
+    """A non-negative count; a whole float (``100.0``, ``1e2``) counts too, as JSON Schema and upstreams read it."""
+    if type(value) is int:
+        return value if value >= 0 else None
+    if type(value) is float and value.is_integer() and 0 <= value < 2**53:
+        return int(value)
+    return None
 
 
 def _estimate(value: Any) -> int:

@@ -93,7 +93,13 @@ def test_raw_bodies_of_generative_tasks_reserve_the_default() -> None:
     assert plan(Operation(Route.TASK, "image-classification", "m", task_forced=True), None, 100).total == 0
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, "10", True, None])
+def test_a_whole_float_maximum_is_the_clients_maximum() -> None:
+    """``100.0`` is what the client asked for: it is reserved, and no default replaces it."""
+    assert plan(CHAT, {"messages": [], "max_tokens": 100.0}, 4096) == TokenPlan(0, 100)
+    assert plan(CHAT, {"messages": [], "max_completion_tokens": 1e1}, 4096) == TokenPlan(0, 10)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "10", True, None, float("inf"), float("nan")])
 def test_malformed_maximums_fall_back_to_the_default(bad: Any) -> None:
     assert plan(CHAT, {"messages": [], "max_tokens": bad}, 33).output == 33
 
