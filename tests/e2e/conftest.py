@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import huggingface_hub.constants
 import pytest
 from asgi_lifespan import LifespanManager
 
@@ -53,6 +55,17 @@ class _Gateways:
 def _gateways() -> Iterator[_Gateways]:
     with contextlib.ExitStack() as stack:
         yield _Gateways(stack)
+
+
+@pytest.fixture
+def no_ambient_hf_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``huggingface_hub`` sends ``HF_TOKEN`` (or a stored token) when no ``api_key`` is given: none, for this test.
+
+    For tests that say exactly which credential a client sends (``pytest.mark.usefixtures``).
+    """
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-hf-token"))
 
 
 @pytest.fixture

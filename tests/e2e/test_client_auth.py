@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import huggingface_hub.constants
 import openai
 import pytest
 from huggingface_hub import InferenceClient
@@ -27,7 +26,7 @@ from tests.e2e.clients import CHAT_MODEL, MESSAGES, PROMPT
 from tests.e2e.conftest import SERVER_TOKEN
 from tests.upstream import FakeHF, expected_chat, expected_generation, expected_text_classification
 
-pytestmark = pytest.mark.socket
+pytestmark = [pytest.mark.socket, pytest.mark.usefixtures("no_ambient_hf_token")]
 
 ALICE = "hfasgi_test_alice_key_0123456789abcdef"
 BOB = "hfasgi_test_bob_key_fedcba9876543210"
@@ -43,14 +42,6 @@ TEXT = "Alice met Bob in Paris yesterday"
 TG_MODEL = "fake/text-generation"
 TC_MODEL = "fake/text-classification"
 FE_MODEL = "fake/feature-extraction"
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_hf_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """``huggingface_hub`` sends ``HF_TOKEN`` (or a stored token) when no ``api_key`` is given: none here."""
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-hf-token"))
 
 
 # --- InferenceClient ------------------------------------------------------------------------------

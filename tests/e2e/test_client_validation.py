@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import huggingface_hub.constants
 import openai
 import pytest
 from huggingface_hub import AsyncInferenceClient, ImageToImageTargetSize, InferenceClient
@@ -33,18 +32,10 @@ from tests.e2e.clients import CHAT_MODEL, MESSAGES, PROMPT
 from tests.e2e.test_validation_tables import FLAC, PNG, WAV
 from tests.upstream import FakeHF, expected_chat, expected_generation, expected_text_classification
 
-pytestmark = pytest.mark.socket
+pytestmark = [pytest.mark.socket, pytest.mark.usefixtures("no_ambient_hf_token")]
 
 TEXT = "Alice met Bob in Paris yesterday"
 TGI_MODEL = "fake/text-generation"
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_hf_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """``huggingface_hub`` sends ``HF_TOKEN`` (or a stored token) when no ``api_key`` is given: none here."""
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-hf-token"))
 
 
 def pipeline(task: str, model: str | None = None) -> str:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import huggingface_hub.constants
 import openai
 import pytest
 from huggingface_hub import InferenceClient
@@ -35,7 +34,7 @@ from tests.servers import serve
 from tests.upstream import FakeHF
 from tests.upstream.fixtures import Upstream
 
-pytestmark = pytest.mark.socket
+pytestmark = [pytest.mark.socket, pytest.mark.usefixtures("no_ambient_hf_token")]
 
 VALID = new_key()
 X_API_KEY = new_key()
@@ -54,14 +53,6 @@ RATE_LIMIT = 10
 def leaks(text: str, named: dict[str, str]) -> list[str]:
     """The names of the secrets in ``named`` found in ``text``."""
     return [name for name, value in named.items() if value in text]
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_hf_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No ``HF_TOKEN`` from the environment joins the clients' requests (the test says what is sent)."""
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-hf-token"))
 
 
 class Seen:
