@@ -32,6 +32,7 @@ from hfasgi.limits import Limit
 from hfasgi.operations import DEFAULT_ROUTES, Routes
 from hfasgi.ratelimit import MemoryLimiterStore, RateLimiter, RateLimiterConfig, RedisLimiterStore
 from hfasgi.redis_client import RedisConnection
+from hfasgi.reformat import ReformatterConfig, ResponseReformatter, TasksAPI, TasksAPIConfig
 from hfasgi.request_id import RequestId
 from hfasgi.settings import Settings
 from hfasgi.stack import Layer, Resource, layer_resources, resources, stack
@@ -68,9 +69,18 @@ def layers(
     auth: AuthConfig | None = None,
     limiter: RateLimiterConfig | None = None,
     validator: ValidatorConfig | None = None,
+    reformatter: ReformatterConfig | bool = True,
+    tasks_api: TasksAPIConfig | None = None,
 ) -> list[Layer]:
-    """The reference app's layers, outermost first; each declares the shared resources it needs."""
+    """The reference app's layers, outermost first; each declares the shared resources it needs.
+
+    ``reformatter=True`` translates between dialects with the forwarder's catalog and routes (``False``:
+    no translation, every client must speak its upstream's dialect). ``tasks_api`` serves the
+    provider-style task API (``/hf/tasks/...``).
+    """
     found = [Layer(RequestId), Layer(ErrorEnvelope)]
+    if tasks_api is not None:
+        found.append(Layer(TasksAPI, {"config": tasks_api}))
     if auth is not None:
         auth_resources = tuple(r for r in (auth.store, auth.jwt) if r is not None)
         found.append(Layer(ApiKeyAuth, {"config": auth}, auth_resources))
@@ -78,6 +88,12 @@ def layers(
         found.append(Layer(RateLimiter, {"config": limiter}, (limiter.store,)))
     if validator is not None:
         found.append(Layer(RequestValidator, {"config": validator}))
+    if reformatter is True:
+        reformatter = ReformatterConfig(
+            catalog=forwarder.catalog, routes=forwarder.routes, max_body_bytes=forwarder.max_body_bytes
+        )
+    if isinstance(reformatter, ReformatterConfig):
+        found.append(Layer(ResponseReformatter, {"config": reformatter}))
     found.append(Layer(HFForwarder, {"config": forwarder}, (forwarder.pool,)))
     return found
 
@@ -149,7 +165,12 @@ def layers_from_settings(settings: Settings, forwarder: ForwarderConfig) -> list
     validator = None
     if settings.validate:
         validator = ValidatorConfig(routes=routes, catalog=catalog, max_body_bytes=settings.max_body_bytes)
-    return layers(forwarder, auth=auth, limiter=limiter, validator=validator)
+    tasks_api = None
+    if settings.tasks_prefix:
+        tasks_api = TasksAPIConfig(
+            catalog=catalog, prefix=routes.prefix + settings.tasks_prefix, max_body_bytes=settings.max_body_bytes
+        )
+    return layers(forwarder, auth=auth, limiter=limiter, validator=validator, tasks_api=tasks_api)
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:

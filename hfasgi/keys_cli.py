@@ -125,6 +125,9 @@ def add_parser(commands: Any) -> None:
     add.add_argument(
         "--max-prompt-length", type=int, metavar="CHARS", help="the longest prompt one request may send (characters)"
     )
+    add.add_argument(
+        "--admin", action="store_true", help="an admin key: may map models into the catalog (POST .../models/map)"
+    )
 
     listing = actions.add_parser("list", help="list keys (never the keys themselves)", description="List the keys.")
     listing.add_argument("--json", action="store_true", help="print a JSON list of records (without hashes)")
@@ -271,6 +274,8 @@ def _record(args: argparse.Namespace, key: str) -> KeyRecord:
         if bad:
             raise _Failure(f"invalid task {bad[0]!r}: an HF task name such as 'chat-completion'", 2)
         options["tasks"] = tasks
+    if args.admin:
+        options["admin"] = True
     try:
         return KeyRecord.for_key(args.id, key, **options)
     except ValueError as exc:
@@ -407,6 +412,8 @@ def _row(record: KeyRecord) -> list[str]:
         limits += f" max_tokens={record.max_tokens}"
     if record.max_prompt_length is not None:
         limits += f" max_prompt={record.max_prompt_length}"
+    if record.admin:
+        status += " admin"
     return [
         record.id,
         f"created {record.created}",

@@ -28,7 +28,7 @@ from hfasgi.context import get_context
 from hfasgi.errors import ErrorType, GatewayError
 from hfasgi.types import Scope
 
-__all__ = ["DEFAULT_ROUTES", "Dialect", "Operation", "Route", "Routes"]
+__all__ = ["CATALOG_ROUTES", "DEFAULT_ROUTES", "Dialect", "Operation", "Route", "Routes"]
 
 
 class Dialect(StrEnum):
@@ -51,6 +51,10 @@ class Route(StrEnum):
     GENERATE_STREAM = "generate_stream"
     COMPAT_GENERATE = "compat_generate"
     INFO = "info"
+    TASK_MODELS = "task_models"
+    """``GET {tasks prefix}models`` of the provider-style task API (answered from the catalog)."""
+    TASK_MODEL_MAP = "task_model_map"
+    """``POST {tasks prefix}models/map`` of the provider-style task API (adds a catalog model)."""
 
 
 _DIALECT = {
@@ -63,7 +67,12 @@ _DIALECT = {
     Route.GENERATE_STREAM: Dialect.TGI,
     Route.COMPAT_GENERATE: Dialect.TGI,
     Route.INFO: Dialect.TGI,
+    Route.TASK_MODELS: Dialect.TASK,
+    Route.TASK_MODEL_MAP: Dialect.TASK,
 }
+
+CATALOG_ROUTES = frozenset({Route.MODELS, Route.INFO, Route.TASK_MODELS, Route.TASK_MODEL_MAP})
+"""Routes about the gateway's models rather than inference: no model or task scope, no limits, no schema."""
 _TASK = {
     Route.CHAT: "chat-completion",
     Route.COMPLETIONS: "text-generation",

@@ -33,6 +33,8 @@ class Principal:
     """The longest prompt one request may send, in characters (``None``: no cap)."""
     source: str = "key"
     """How it was authenticated: ``key``, ``jwt`` or ``anonymous``."""
+    admin: bool = False
+    """May administer the gateway (map models into the catalog, read other keys' usage)."""
     _model_re: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -56,6 +58,7 @@ class Principal:
         max_tokens: int | None = None,
         max_prompt_length: int | None = None,
         source: str = "key",
+        admin: bool = False,
     ) -> Principal:
         """A principal from loose values (lists, limit strings), as found in key files and token claims."""
         return cls(
@@ -67,6 +70,7 @@ class Principal:
             max_tokens=max_tokens,
             max_prompt_length=max_prompt_length,
             source=source,
+            admin=admin,
         )
 
     @property

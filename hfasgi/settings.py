@@ -73,6 +73,7 @@ ENVIRONMENT: dict[str, str] = {
     "jwt_audience": "HFASGI_JWT_AUDIENCE",
     "no_auth": "HFASGI_NO_AUTH",
     "validate": "HFASGI_VALIDATE",
+    "tasks_prefix": "HFASGI_TASKS_PREFIX",
     "ssl_certfile": "HFASGI_SSL_CERTFILE",
     "ssl_keyfile": "HFASGI_SSL_KEYFILE",
 }
@@ -131,6 +132,8 @@ class Settings:
     """Run without authentication (anyone who reaches the gateway spends its token)."""
     validate: bool = True
     """Check request bodies against the route's or task's schema (422 naming the field) before forwarding."""
+    tasks_prefix: str = "/hf/tasks/"
+    """Where the provider-style task API is served (``/hf/tasks/summarization``, ...); empty: not served."""
     ssl_certfile: str | None = None
     """Serve HTTPS with this PEM certificate (chain)."""
     ssl_keyfile: str | None = None
@@ -181,6 +184,10 @@ class Settings:
             raise ValueError(f"{_name('redis_url')} must start with redis://, rediss:// or unix://")
         if self.key_store == "redis" and self.redis_url is None:
             raise ValueError(f"{_name('key_store')} = 'redis' needs {_name('redis_url')}")
+        if self.tasks_prefix and not (self.tasks_prefix.startswith("/") and self.tasks_prefix.endswith("/")):
+            raise ValueError(
+                f"{_name('tasks_prefix')} must start and end with '/' (or be empty), got {self.tasks_prefix!r}"
+            )
         if self.jwt_jwks_file is None and (self.jwt_issuer or self.jwt_audience):
             raise ValueError(f"{_name('jwt_issuer')} and {_name('jwt_audience')} need {_name('jwt_jwks_file')}")
 

@@ -2,7 +2,7 @@
 
 The canonical order, outermost first::
 
-    Tracing, RequestId, ErrorEnvelope, ApiKeyAuth, RateLimiter, RequestValidator,
+    Tracing, RequestId, ErrorEnvelope, TasksAPI, ApiKeyAuth, RateLimiter, RequestValidator,
     ResponseCache, ResponseReformatter, HFForwarder
 
 :func:`stack` wraps an app so the list reads top-down (the first layer is the outermost), and refuses
@@ -25,6 +25,7 @@ CANONICAL_ORDER: tuple[str, ...] = (
     "Tracing",
     "RequestId",
     "ErrorEnvelope",
+    "TasksAPI",
     "ApiKeyAuth",
     "RateLimiter",
     "RequestValidator",

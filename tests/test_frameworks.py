@@ -36,6 +36,7 @@ from hfasgi.envelope import ErrorEnvelope
 from hfasgi.errors import GatewayError
 from hfasgi.forwarding.forwarder import ForwarderConfig, HFForwarder
 from hfasgi.operations import Routes
+from hfasgi.reformat import ResponseReformatter
 from hfasgi.request_id import RequestId
 from hfasgi.stack import Layer, Lifespan, layer_resources, resources, stack
 from hfasgi.types import Receive, Send
@@ -507,7 +508,7 @@ async def test_the_readme_snippets_are_what_works() -> None:
     namespace: dict[str, Any] = {}
     exec(fastapi_block, namespace)
     app, gateway = namespace["app"], namespace["gateway"]
-    assert [m.cls for m in app.user_middleware] == [RequestId, ErrorEnvelope, HFForwarder]
+    assert [m.cls for m in app.user_middleware] == [RequestId, ErrorEnvelope, ResponseReformatter, HFForwarder]
     async with LifespanManager(app):
         assert gateway.pool.is_open
     assert not gateway.pool.is_open

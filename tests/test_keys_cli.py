@@ -24,6 +24,7 @@ import redis
 from hfasgi.auth import FileKeyStore, KeyRecord, RedisKeyStore, hash_key, read_key_file
 from hfasgi.cli import main
 from hfasgi.limits import Limit
+from hfasgi.principal import Principal
 from hfasgi.redis_client import RedisConnection
 from hfasgi.settings import ENVIRONMENT
 from tests.servers import free_port
@@ -411,3 +412,48 @@ def test_per_request_caps(capsys: pytest.CaptureFixture[str], key_file: Path) ->
     assert code == 0 and "max_tokens=256" in out and "max_prompt=8000" in out
     code, _, err = run(capsys, "add", "zero", "--file", str(key_file), "--max-tokens", "0")
     assert code == 2 and "--max-tokens must be a positive integer" in err
+
+
+# --- admin keys ---------------------------------------------------------------------------------------------
+
+
+def test_admin_keys(capsys: pytest.CaptureFixture[str], key_file: Path) -> None:
+    """``--admin`` lands in the file (``admin = true``), the record and the principal, and shows in the list."""
+    admin = add(capsys, "root", "--file", str(key_file), "--admin")
+    add(capsys, "plain", "--file", str(key_file))
+    records = read_key_file(key_file)
+    assert records["root"].admin and records["root"].principal.admin
+    assert not records["plain"].admin and not records["plain"].principal.admin
+    text = key_file.read_text()
+    assert text.count("admin = true") == 1 and "admin = false" not in text
+    code, out, _ = run(capsys, "list", "--file", str(key_file))
+    root_line = next(line for line in out.splitlines() if line.startswith("root"))
+    plain_line = next(line for line in out.splitlines() if line.startswith("plain"))
+    assert code == 0 and "active admin" in root_line and "admin" not in plain_line
+    _, out, _ = run(capsys, "list", "--file", str(key_file), "--json")
+    assert {doc["id"]: doc.get("admin") for doc in json.loads(out)} == {"plain": None, "root": True}
+    assert run(capsys, "revoke", "root", "--file", str(key_file))[0] == 0
+    revoked = read_key_file(key_file)["root"]
+    assert revoked.admin and revoked.revoked is not None and revoked.hash == hash_key(admin)
+
+
+@pytest.mark.anyio
+async def test_a_hand_written_key_file_may_say_admin_true(tmp_path: Path) -> None:
+    key = "hfasgi_an-admin-key"
+    path = tmp_path / "keys.toml"
+    path.write_text(f'[keys.ops]\nhash = "{hash_key(key)}"\nadmin = true\n\n[keys.dev]\nhash = "{hash_key("k2")}"\n')
+    store = FileKeyStore(path)
+    await store.open()
+    ops, dev = await store.find(hash_key(key)), await store.find(hash_key("k2"))
+    assert ops is not None and ops.principal.admin and ops.principal.id == "ops"
+    assert dev is not None and not dev.principal.admin
+    assert KeyRecord.from_mapping({"id": "x", "hash": hash_key("k"), "admin": False}).admin is False
+    for value in ("yes", 1, "true"):
+        with pytest.raises(ValueError, match="admin must be true or false"):
+            KeyRecord.from_mapping({"id": "x", "hash": hash_key("k"), "admin": value})
+
+
+def test_principals_are_not_admins_unless_told() -> None:
+    assert Principal(id="a").admin is False
+    assert Principal.restricted("a", admin=True, models=["m"]).admin is True
+    assert KeyRecord.for_key("k", "key").principal.admin is False

@@ -1,6 +1,7 @@
 """The contract every layer keeps (docs/asgi_craft.md §6, "Testing every layer"), parametrised over the layers.
 
-Subjects: ``RequestId``, ``ErrorEnvelope``, ``ApiKeyAuth``, ``RateLimiter`` and ``RequestValidator``
+Subjects: ``RequestId``, ``ErrorEnvelope``, ``TasksAPI``, ``ApiKeyAuth``, ``RateLimiter``, ``RequestValidator``
+and ``ResponseReformatter``
 (with keys, limits and schemas configured, on paths that are not the gateway's: they must behave like
 no-ops), and ``HFForwarder`` twice: on a path that is not the gateway's and on a gateway path, where
 the "inner app" is the fake HF upstream on a real socket. Each test drives ASGI by hand
@@ -27,6 +28,7 @@ from hfasgi.forwarding.forwarder import ForwarderConfig, HFForwarder
 from hfasgi.limits import Limit
 from hfasgi.operations import Routes
 from hfasgi.ratelimit import RateLimiter, RateLimiterConfig
+from hfasgi.reformat import ReformatterConfig, ResponseReformatter, TasksAPI, TasksAPIConfig
 from hfasgi.request_id import RequestId
 from hfasgi.stack import CANONICAL_ORDER, Layer, resources, stack
 from hfasgi.types import Receive, Send
@@ -156,6 +158,11 @@ class Subject:
         if self.cls is RateLimiter:
             limits = RateLimiterConfig(rate_limit=Limit(1, 60), token_limit=Limit(10, 60), routes=gateway.routes)
             return Layer(RateLimiter, {"config": limits})
+        if self.cls is ResponseReformatter:
+            config = ReformatterConfig(catalog=gateway.catalog, routes=gateway.routes)
+            return Layer(ResponseReformatter, {"config": config})
+        if self.cls is TasksAPI:
+            return Layer(TasksAPI, {"config": TasksAPIConfig(catalog=gateway.catalog)})
         return Layer(self.cls)
 
     def with_envelope(self, gateway: ForwarderConfig) -> list[Layer]:
@@ -172,6 +179,8 @@ SUBJECTS = [
     Subject("ApiKeyAuth-passthrough", ApiKeyAuth),
     Subject("RateLimiter-passthrough", RateLimiter),
     Subject("RequestValidator-passthrough", RequestValidator),
+    Subject("TasksAPI-passthrough", TasksAPI),
+    Subject("ResponseReformatter-passthrough", ResponseReformatter),
     Subject("HFForwarder-passthrough", HFForwarder),
     Subject("HFForwarder-gateway", HFForwarder, gateway_path=True),
 ]

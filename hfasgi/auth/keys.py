@@ -61,6 +61,8 @@ class KeyRecord:
     """The most output tokens one request of this key may ask for."""
     max_prompt_length: int | None = None
     """The longest prompt (characters) one request of this key may send."""
+    admin: bool = False
+    """An admin key may administer the gateway (map models, read other keys' usage)."""
     created: str = field(default_factory=_now)
     """When the key was made (ISO 8601, UTC)."""
     revoked: str | None = None
@@ -80,6 +82,7 @@ class KeyRecord:
             token_limit=self.token_limit,
             max_tokens=self.max_tokens,
             max_prompt_length=self.max_prompt_length,
+            admin=self.admin,
         )
         object.__setattr__(self, "principal", principal)
 
@@ -100,6 +103,7 @@ class KeyRecord:
             "token_limit",
             "max_tokens",
             "max_prompt_length",
+            "admin",
             "created",
             "revoked",
         }
@@ -129,6 +133,11 @@ class KeyRecord:
                 if type(value) is not int or value < 1:
                     raise ValueError(f"key {name!r}: {cap_field} must be a positive integer")
                 values[cap_field] = value
+        admin = doc.get("admin")
+        if admin is not None:
+            if not isinstance(admin, bool):
+                raise ValueError(f"key {name!r}: admin must be true or false")
+            values["admin"] = admin
         for text_field in ("created", "revoked"):
             value = doc.get(text_field)
             if value is not None:
@@ -152,6 +161,8 @@ class KeyRecord:
             doc["max_tokens"] = self.max_tokens
         if self.max_prompt_length is not None:
             doc["max_prompt_length"] = self.max_prompt_length
+        if self.admin:
+            doc["admin"] = True
         if self.revoked is not None:
             doc["revoked"] = self.revoked
         return doc
@@ -170,6 +181,7 @@ class KeyRecord:
             "token_limit": self.token_limit,
             "max_tokens": self.max_tokens,
             "max_prompt_length": self.max_prompt_length,
+            "admin": self.admin,
             "created": self.created,
             "revoked": self.revoked,
         }

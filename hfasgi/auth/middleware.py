@@ -11,7 +11,7 @@ from hfasgi.auth.keys import hash_key
 from hfasgi.body import ClientDisconnected, read_body, replay_receive
 from hfasgi.context import RequestContext, get_context
 from hfasgi.errors import GatewayError
-from hfasgi.operations import DEFAULT_ROUTES, Operation, Route, Routes
+from hfasgi.operations import CATALOG_ROUTES, DEFAULT_ROUTES, Operation, Routes
 from hfasgi.principal import Principal
 from hfasgi.redis_client import STORE_ERRORS
 from hfasgi.types import ASGIApp, Receive, Scope, Send
@@ -147,7 +147,7 @@ class ApiKeyAuth:
         self, scope: Scope, receive: Receive, ctx: RequestContext, op: Operation, principal: Principal
     ) -> bool:
         """403 unless the request's model and task are in the principal's scope; ``True`` if it read the body."""
-        if op.route in (Route.MODELS, Route.INFO):
+        if op.route in CATALOG_ROUTES:
             return False  # listing what exists is not using a model
         model = op.path_model
         read = False

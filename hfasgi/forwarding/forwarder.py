@@ -104,7 +104,8 @@ class HFForwarder:
         if op is None:
             await self.app(s, receive, send)
             return
-        exchange = _Exchange(self, s, receive, send, op)
+        translated = get_context(s).upstream_operation
+        exchange = _Exchange(self, s, receive, send, op if translated is None else translated)
         try:
             call = await exchange.prepare()
         except ClientDisconnected:

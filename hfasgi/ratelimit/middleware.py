@@ -13,7 +13,7 @@ from hfasgi.catalog import ModelCatalog
 from hfasgi.context import RequestContext, encode_json, get_context
 from hfasgi.errors import GatewayError
 from hfasgi.limits import Limit
-from hfasgi.operations import DEFAULT_ROUTES, Operation, Route, Routes
+from hfasgi.operations import CATALOG_ROUTES, DEFAULT_ROUTES, Operation, Route, Routes
 from hfasgi.ratelimit.stores import Charge, Decision, LimiterStore, MemoryLimiterStore
 from hfasgi.redis_client import STORE_ERRORS
 from hfasgi.tokens import TokenPlan, UsageProbe, plan, with_maximum
@@ -23,7 +23,7 @@ __all__ = ["RateLimiter", "RateLimiterConfig"]
 
 logger = logging.getLogger("hfasgi.ratelimit")
 
-_UNLIMITED_ROUTES = (Route.MODELS, Route.INFO)
+_UNLIMITED_ROUTES = CATALOG_ROUTES
 _WARN_EVERY = 10.0
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from hfasgi.body import DEFAULT_MAX_BODY_BYTES, ClientDisconnected, read_body, replay_receive
 from hfasgi.context import RequestContext, encode_json, get_context
 from hfasgi.errors import ErrorType, GatewayError
-from hfasgi.operations import DEFAULT_ROUTES, Operation, Route, Routes
+from hfasgi.operations import CATALOG_ROUTES, DEFAULT_ROUTES, Operation, Route, Routes
 from hfasgi.tokens import asked_output, output_field, with_maximum
 from hfasgi.types import ASGIApp, Receive, Scope, Send
 from hfasgi.validation.engine import NOT_UNICODE, CompiledSchema, Violation, lone_surrogate
@@ -129,7 +129,7 @@ class RequestValidator:
         except GatewayError as err:
             await err.send(s, send)
             return
-        if op is None or op.route is Route.MODELS or op.route is Route.INFO:
+        if op is None or op.route in CATALOG_ROUTES:
             await self.app(s, receive, send)
             return
         ctx = get_context(s)

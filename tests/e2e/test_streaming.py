@@ -91,9 +91,15 @@ class StreamRoute:
             return tgi_stream_events(prompt, DEFAULT_TOKENS, finish_reason="eos_token")
         used = usage(count_tokens(prompt), DEFAULT_TOKENS)
         answer = Reply(first["id"], first["created"], first["model"], "stop", used, tf)
-        if self.path == "/v1/chat/completions":
-            return chat_chunks(answer, tokens)
-        return completion_chunks(answer, [tokens])
+        events = (
+            chat_chunks(answer, tokens) if self.path == "/v1/chat/completions" else completion_chunks(answer, [tokens])
+        )
+        return [uniform(event) for event in events if event["choices"]]
+
+
+def uniform(event: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chunk as the gateway passes it on whatever the upstream: a fingerprint, ``"usage": null``."""
+    return {**event, "system_fingerprint": event.get("system_fingerprint") or "hfasgi", "usage": None}
 
 
 GENERATE_STREAM = StreamRoute("/generate_stream", openai=False)
