@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -32,6 +33,7 @@ class RequestContext:
     __slots__ = (
         "_json",
         "body",
+        "deferred_error",
         "model",
         "operation",
         "principal",
@@ -51,6 +53,9 @@ class RequestContext:
         self._json: Any = _UNPARSED
         self.model: str | None = None
         """The model id the client asked for (path or body), after defaults and aliases."""
+        self.deferred_error: GatewayError | None = None
+        """A client error an outer layer found (the task API's 400s), answered by the first layer inside the
+        limiter (validator, reformatter or forwarder), so the caller is authenticated and counted first."""
         self.principal: Principal | None = None
         """Who is calling (set by :class:`~hfasgi.auth.ApiKeyAuth`); ``None`` when auth is off."""
         self.upstream_name: str | None = None
@@ -66,7 +71,7 @@ class RequestContext:
             if self.body is None:
                 raise RuntimeError("the request body has not been read yet")
             try:
-                self._json = decode_json(self.body) if self.body else None
+                self._json = decode_json(self.body, exact_integers=True) if self.body else None
             except (ValueError, UnicodeDecodeError) as exc:
                 raise GatewayError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
             except RecursionError:  # json.loads gives up on absurd nesting: still the client's fault
@@ -96,15 +101,23 @@ def encode_json(document: Any) -> bytes:
         return json.dumps(document, separators=(",", ":")).encode()
 
 
-def decode_json(data: bytes) -> Any:
+def decode_json(data: bytes, *, exact_integers: bool = False) -> Any:
     """Parse JSON bytes (orjson; the standard library for what it refuses, such as ``NaN``).
 
-    Raises ``ValueError`` (``json.JSONDecodeError``) when ``data`` is not JSON.
+    orjson reads an integer beyond 64 bits as a float; ``exact_integers`` sends a body with such a
+    number (20 digits in a row) to the standard library instead, which keeps it an ``int``: for
+    client bodies, where a value is checked against a schema. Raises ``ValueError``
+    (``json.JSONDecodeError``) when ``data`` is not JSON.
     """
+    if exact_integers and _LONG_NUMBER.search(data):
+        return json.loads(data)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(data)
+
+
+_LONG_NUMBER = re.compile(rb"[0-9]{20}")
 
 
 def get_context(scope: Scope) -> RequestContext:

@@ -169,6 +169,8 @@ class _Exchange:
     async def prepare(self) -> UpstreamCall | None:
         """Read the body, resolve the model and build the upstream call (``None``: answered locally)."""
         op, cfg, ctx = self.op, self.fwd.config, self.ctx
+        if ctx.deferred_error is not None:
+            raise ctx.deferred_error
         catalog = cfg.catalog
         body = b""
         if self.scope["method"] == "POST":

@@ -61,6 +61,9 @@ class Translator:
 
     __slots__ = ("body", "client_done", "upstream_op")
 
+    tgi_errors = False
+    """The client speaks TGI: error types it would not know become TGI's (``validation``, ``generation``, ...)."""
+
     def __init__(self, upstream_op: Operation, body: Any = UNCHANGED, *, client_done: bool = False) -> None:
         self.upstream_op = upstream_op
         """The operation the forwarder runs upstream (the client's own when only the answer changes)."""

@@ -29,6 +29,7 @@ from typing import Any
 from hfasgi.errors import ErrorType, GatewayError
 from hfasgi.operations import Operation, Route
 from hfasgi.reformat.base import Request, Translator, bad_upstream, unsupported
+from hfasgi.reformat.generation import tgi_samples
 
 __all__ = ["CHAT_TASKS", "task_via_chat"]
 
@@ -194,6 +195,8 @@ class _TextGeneration(Translator):
 
     __slots__ = ("_details", "_finish", "_pending", "_prompt", "_seed", "_texts", "_usage")
 
+    tgi_errors = True
+
     def __init__(self, upstream_op: Operation, body: Any, prompt: str | None, details: bool, seed: Any) -> None:
         super().__init__(upstream_op, body)
         self._prompt = prompt
@@ -248,6 +251,10 @@ class _TextGeneration(Translator):
         self._pending = _token_event(len(self._texts), text)
         return out
 
+    def flush(self) -> list[Any]:
+        held, self._pending = self._pending, None
+        return [] if held is None else [held]
+
     def end(self) -> list[Any]:
         last = self._pending if self._pending is not None else _token_event(1, "")
         self._pending = None
@@ -285,6 +292,8 @@ def _text_generation(request: Request, inputs: Any, params: dict[str, Any], stre
             raise _invalid("parameters.stop must be a string or a list of strings")
         if stop:
             sampling["stop"] = stop
+    if not tgi_samples(params, "parameters" not in (request.document or {})):
+        sampling["temperature"] = 0  # TGI decodes greedily unless asked to sample; a chat model samples
     body = _body(request, None, prompt, sampling, stream=stream)
     details = params.get("details") is True or params.get("decoder_input_details") is True
     full = prompt if params.get("return_full_text") is True else None

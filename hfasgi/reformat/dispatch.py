@@ -77,7 +77,7 @@ def _task(request: Request, kind: UpstreamKind) -> Translator | None:
         if task == "sentence-similarity":
             return similarity_via_embeddings(request)
     if kind is _OPENAI or chat_model:
-        if task in CHAT_TASKS:
+        if task in CHAT_TASKS or task.startswith("translation_"):  # translation_en_to_fr names the pair
             return task_via_chat(request)
         raise unsupported(
             f"The {task!r} task needs a model that serves it: upstream {request.route.upstream.name!r} "

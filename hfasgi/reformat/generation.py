@@ -37,6 +37,7 @@ __all__ = [
     "TgiFromCompletions",
     "completions_to_tgi",
     "tgi_to_completions",
+    "tgi_samples",
     "tgi_to_task",
 ]
 
@@ -53,7 +54,9 @@ _TGI_TO_OPENAI = (
     ("frequency_penalty", "frequency_penalty"),
 )
 # TGI parameters the translation reads itself (anything else given is reported as ignored).
-_TGI_HANDLED = frozenset({name for name, _ in _TGI_TO_OPENAI} | {"best_of", "details", "return_full_text", "grammar"})
+_TGI_HANDLED = frozenset(
+    {name for name, _ in _TGI_TO_OPENAI} | {"best_of", "details", "return_full_text", "grammar", "do_sample"}
+)
 # OpenAI completions keys the translation reads itself (anything else given is reported as ignored).
 _OPENAI_HANDLED = frozenset(
     {"model", "prompt", "max_tokens", "stop", "seed", "temperature", "top_p", "frequency_penalty"}
@@ -83,6 +86,8 @@ class TgiFromCompletions(Translator):
         "_wrap",
         "ignored",
     )
+
+    tgi_errors = True
 
     def __init__(
         self, upstream_op: Operation, body: Any, *, request: Request, params: dict[str, Any], ignored: tuple[str, ...]
@@ -195,6 +200,7 @@ def tgi_to_completions(request: Request) -> TgiFromCompletions:
     if not isinstance(inputs, str) or not inputs:
         raise _invalid("`inputs` must be a non-empty string")
     params = document.get("parameters")
+    sampling_default = params is None  # TGI: no `parameters` object at all means do_sample (hf_api.md §3.2)
     if params is None:
         params = {}
     elif not isinstance(params, dict):
@@ -212,6 +218,8 @@ def tgi_to_completions(request: Request) -> TgiFromCompletions:
         value = params.get(tgi_name)
         if value is not None and value != []:
             body[openai_name] = value
+    if not tgi_samples(params, sampling_default):
+        body["temperature"] = 0  # TGI decodes greedily unless asked to sample; OpenAI samples unless told 0
     ignored = [name for name, value in params.items() if name not in _TGI_HANDLED and value is not None]
     best_of = params.get("best_of")
     if best_of is not None and not (isinstance(best_of, int) and best_of <= 1):
@@ -361,6 +369,8 @@ class TaskForTgi(Translator):
 
     __slots__ = ("ignored",)
 
+    tgi_errors = True
+
     def __init__(self, upstream_op: Operation, body: Any) -> None:
         super().__init__(upstream_op, body)
         self.ignored: tuple[str, ...] = ()
@@ -394,6 +404,33 @@ def tgi_to_task(request: Request) -> TaskForTgi:
         body["parameters"] = {**params, "return_full_text": False}
     upstream_op = Operation(Route.TASK, _TEXT_GENERATION, path_model=request.route.model, task_forced=True)
     return TaskForTgi(upstream_op, body)
+
+
+def tgi_samples(params: dict[str, Any], default: bool = False) -> bool:
+    """Whether TGI would sample: ``do_sample``, or any warper (temperature, top_k, top_p, typical_p) set.
+
+    TGI's token chooser samples when ``do_sample`` is true or a warper changes the distribution, and
+    picks the most likely token otherwise (``server/text_generation_server/utils/tokens.py``).
+    """
+    do_sample = params.get("do_sample")
+    if do_sample is not None:
+        if do_sample:
+            return True
+    elif default:
+        return True
+    temperature, top_k, top_p, typical_p = (
+        _number(params.get(k)) for k in ("temperature", "top_k", "top_p", "typical_p")
+    )
+    return (
+        (temperature is not None and temperature != 1.0)
+        or bool(top_k)
+        or (top_p is not None and top_p < 1.0)
+        or (typical_p is not None and typical_p < 1.0)
+    )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _invalid(message: str) -> GatewayError:

@@ -15,7 +15,7 @@ from typing import Any
 
 from hfasgi.body import DEFAULT_MAX_BODY_BYTES, ClientDisconnected, read_body, replay_receive
 from hfasgi.catalog import ModelCatalog
-from hfasgi.context import decode_json, encode_json, get_context
+from hfasgi.context import RequestContext, decode_json, encode_json, get_context
 from hfasgi.errors import ErrorType, GatewayError, send_error
 from hfasgi.operations import DEFAULT_ROUTES, Operation, Route, Routes
 from hfasgi.reformat.base import UNCHANGED, Request, Translator, UpstreamShapeError
@@ -67,14 +67,18 @@ class ResponseReformatter:
         if op is None or op.route in _PASS_ROUTES:
             await self.app(s, receive, send)
             return
+        ctx = get_context(s)
+        deferred = ctx.deferred_error
         try:
+            if deferred is not None:
+                raise deferred
             if op.route is Route.TASK_MODELS:
                 await send_models(s, send, self.config.catalog, s.get("query_string", b""))
                 return
             if op.route is Route.TASK_MODEL_MAP:
                 await map_model(s, receive, send, self.config.catalog)
                 return
-            translator = await self._translator(s, receive, op)
+            translator = await self._translator(s, receive, op, ctx)
         except GatewayError as err:
             await err.send(s, send)
             return
@@ -83,14 +87,14 @@ class ResponseReformatter:
         if translator is None:
             await self.app(s, replay_receive(s, receive), send)
             return
-        ctx = get_context(s)
         ctx.upstream_operation = translator.upstream_op
         if translator.body is not UNCHANGED:
             ctx.set_json(translator.body, encode_json(translator.body))
         await self.app(s, replay_receive(s, receive), _Relay(s, send, translator).send)
 
-    async def _translator(self, scope: Scope, receive: Receive, op: Operation) -> Translator | None:
-        ctx = get_context(scope)
+    async def _translator(
+        self, scope: Scope, receive: Receive, op: Operation, ctx: RequestContext
+    ) -> Translator | None:
         body = await read_body(scope, receive, self.config.max_body_bytes) if scope["method"] == "POST" else b""
         document: Any = None
         model = op.path_model
@@ -129,10 +133,11 @@ class _Relay:
             await self._start(message)
         elif self._mode == "stream":
             await self._stream(message)
-        elif self._mode == "whole":
+        elif self._mode == "whole" or self._mode == "error":
             self._parts.append(message.get("body", b""))
             if not message.get("more_body", False):
-                await self._whole(b"".join(self._parts))
+                payload = b"".join(self._parts)
+                await (self._whole(payload) if self._mode == "whole" else self._error(payload))
         else:
             await self._send(message)
 
@@ -143,6 +148,10 @@ class _Relay:
             if name.lower() == b"content-type":
                 content_type = value
         if message["status"] >= 300:
+            if self._translator.tgi_errors and b"json" in content_type:
+                self._mode = "error"  # buffered, to give its error_type a name TGI clients know
+                self._held = message
+                return
             self._mode = "pass"
         elif content_type.startswith(b"text/event-stream"):
             self._mode = "stream"
@@ -165,15 +174,28 @@ class _Relay:
         start = self._held
         assert start is not None
         translator = self._translator
-        if not translator.unchanged(payload, event=False):
-            try:
-                payload = encode_json(translator.response(decode_json(payload)))
-            except (ValueError, UnicodeDecodeError) as exc:
-                await send_error(self._scope, self._send, 502, ErrorType.UPSTREAM_ERROR, _unreadable(exc))
-                return
+        if translator.unchanged(payload, event=False):
+            await self._send(self._with_ignored(start))  # the upstream's own length still holds
+            await self._send({"type": "http.response.body", "body": payload, "more_body": False})
+            return
+        try:
+            payload = encode_json(translator.response(decode_json(payload)))
+        except (ValueError, UnicodeDecodeError) as exc:
+            await send_error(self._scope, self._send, 502, ErrorType.UPSTREAM_ERROR, _unreadable(exc))
+            return
         headers = [h for h in start.get("headers", []) if h[0].lower() != b"content-length"]
         headers.append((b"content-length", str(len(payload)).encode()))
         await self._send(self._with_ignored({**start, "headers": headers}))
+        await self._send({"type": "http.response.body", "body": payload, "more_body": False})
+
+    async def _error(self, payload: bytes) -> None:
+        """An upstream error for a TGI client: the envelope with a TGI ``error_type`` (hf_api.md §3.5, §8.4)."""
+        start = self._held
+        assert start is not None
+        payload = tgi_error(payload, start["status"])
+        headers = [h for h in start.get("headers", []) if h[0].lower() != b"content-length"]
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await self._send({**start, "headers": headers})
         await self._send({"type": "http.response.body", "body": payload, "more_body": False})
 
     async def _stream(self, message: Message) -> None:
@@ -210,6 +232,8 @@ class _Relay:
                 continue
             if payload.startswith(b'{"error"'):  # the forwarder's normalised error event: the last one
                 self.errored = True
+                if translator.tgi_errors:
+                    line = b"data: " + tgi_error(payload, 0)
                 out.append(self._frame(translator.flush()) + line + b"\n\n")
                 break
             if translator.unchanged(payload, event=True):
@@ -228,6 +252,31 @@ class _Relay:
     @staticmethod
     def _frame(events: list[Any]) -> bytes:
         return b"".join(b"data: " + encode_json(event) + b"\n\n" for event in events)
+
+
+TGI_ERROR_TYPES = frozenset(
+    "validation generation overloaded incomplete_generation incomplete_generation_stream template_error "
+    "missing_template_variable tool_error stream_serialization_error".split()
+)
+"""The ``error_type`` values TGI sends; ``huggingface_hub`` raises a typed error for the first four."""
+_TGI_TYPE_BY_STATUS = {400: "validation", 422: "validation", 424: "generation", 429: "overloaded"}
+
+
+def tgi_error(payload: bytes, status: int) -> bytes:
+    """An error envelope whose ``error_type`` is TGI's: kept when it is one, else named from the status.
+
+    ``status`` 0 is an in-stream error (``generation``). Anything that is not an envelope is returned as it is.
+    """
+    try:
+        document = decode_json(payload)
+    except ValueError:
+        return payload
+    if not isinstance(document, dict) or document.get("error_type") in TGI_ERROR_TYPES:
+        return payload
+    document["error_type"] = _TGI_TYPE_BY_STATUS.get(status, "generation" if status in (0, 500) else None)
+    if document["error_type"] is None:
+        return payload
+    return encode_json(document)
 
 
 def _unreadable(exc: Exception) -> str:

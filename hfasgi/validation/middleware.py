@@ -133,6 +133,9 @@ class RequestValidator:
             await self.app(s, receive, send)
             return
         ctx = get_context(s)
+        if ctx.deferred_error is not None:
+            await ctx.deferred_error.send(s, send)
+            return
         unread = ctx.body is None
         try:
             body = await read_body(s, receive, config.max_body_bytes)

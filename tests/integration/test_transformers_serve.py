@@ -227,3 +227,29 @@ def test_same_answer_direct_and_through_gateway(gateway: str, server: Transforme
     assert direct.status_code == through.status_code == 200
     answer = direct.json()["choices"][0]["message"]["content"]
     assert through.json()["choices"][0]["message"]["content"] == answer
+
+
+def _direct_completion(server: TransformersServer, prompt: str) -> str:
+    """The greedy completion of ``prompt`` straight from the server's ``/v1/completions``."""
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
+        direct = client.completions.create(model=server.model, prompt=prompt, max_tokens=MAX_TOKENS, temperature=0)
+    return direct.choices[0].text
+
+
+def test_text_generation_stream_without_a_tgi_route(gateway: str, server: TransformersServer) -> None:
+    """``text_generation`` (TGI dialect) works though the server has no TGI route: the gateway asks its
+    ``/v1/completions``. The streamed tokens join into the non-streamed text, and both are the server's own
+    greedy completion (``do_sample=False`` is TGI's greedy decoding).
+    """
+    prompt = "The capital of France is"
+    greedy: dict[str, Any] = {"max_new_tokens": MAX_TOKENS, "do_sample": False}
+    with InferenceClient(base_url=gateway) as client:
+        whole = client.text_generation(prompt, **greedy)
+        tokens = list(client.text_generation(prompt, stream=True, **greedy))
+        events = list(client.text_generation(prompt, stream=True, details=True, **greedy))
+    assert tokens, "no tokens were streamed"
+    assert "".join(tokens) == whole == _direct_completion(server, prompt)
+    last = events[-1]
+    assert last.generated_text == whole and last.details is not None
+    assert last.details.finish_reason in ("length", "eos_token") and 1 <= last.details.generated_tokens <= MAX_TOKENS
+    assert [e.token.text for e in events] == tokens

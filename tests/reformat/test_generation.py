@@ -141,14 +141,36 @@ def test_parameters_completions_cannot_express_are_not_sent_and_are_reported_as_
     assert set(translator.body) <= OPENAI_COMPLETION_KEYS
     assert translator.body["max_tokens"] == 5 and "frequency_penalty" not in translator.body
     expected = ("top_k", "decoder_input_details", "repetition_penalty", "typical_p", "watermark", "truncate")
-    assert translator.ignored == (*expected, "adapter_id", "do_sample", "top_n_tokens")
+    assert translator.ignored == (*expected, "adapter_id", "top_n_tokens")
+    assert "temperature" not in translator.body  # do_sample: OpenAI samples by default
 
 
 def test_null_parameters_and_an_empty_stop_list_are_neither_sent_nor_ignored() -> None:
     params: dict[str, Any] = {"top_k": None, "grammar": None, "stop": [], "seed": None, "details": False}
     translator = tgi_to_completions(make_request(Route.GENERATE, {"inputs": PROMPT, "parameters": params}))
-    assert translator.body == {"model": MODEL, "prompt": PROMPT, "stream": False}
+    assert translator.body == {"model": MODEL, "prompt": PROMPT, "temperature": 0, "stream": False}
     assert translator.ignored == ()
+
+
+@pytest.mark.parametrize(("params", "greedy"), [
+    ({}, True),
+    ({"do_sample": False}, True),
+    ({"temperature": 1.0}, True),
+    ({"top_p": 0.9}, False),
+    ({"top_k": 5}, False),
+    ({"typical_p": 0.5}, False),
+    ({"temperature": 0.7}, False),
+    ({"do_sample": False, "temperature": 0.7}, False),
+    ({"do_sample": True}, False),
+    (None, False),
+])  # fmt: skip
+def test_tgi_greedy_decoding_is_temperature_zero(params: dict[str, Any] | None, greedy: bool) -> None:
+    """TGI samples only with do_sample or a warper (no parameters at all: do_sample); OpenAI samples unless told 0."""
+    document: dict[str, Any] = {"inputs": PROMPT} if params is None else {"inputs": PROMPT, "parameters": params}
+    body = tgi_to_completions(make_request(Route.GENERATE, document)).body
+    assert (body.get("temperature") == 0) is greedy
+    if not greedy:
+        assert body.get("temperature") == (params or {}).get("temperature")
 
 
 @pytest.mark.parametrize(("best_of", "route", "sent", "ignored"), [

@@ -226,3 +226,43 @@ async def test_non_inference_routes_and_lifespan_pass_through(translator: Callab
     _, body = await request(app, "GET", "/v1/models")
     _, other = await request(app, "GET", "/somewhere/else")
     assert body == other == b'{"text":"abc"}' and asked == []
+
+
+class TgiClient(Upper):
+    __slots__ = ()
+    tgi_errors = True
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "expected"),
+    [
+        (422, "invalid_request_error", "validation"),
+        (400, None, "validation"),
+        (424, "server_error", "generation"),
+        (429, "rate_limit_exceeded", "overloaded"),
+        (500, "server_error", "generation"),
+        (422, "template_error", "template_error"),  # already TGI's
+        (404, "not_found", "not_found"),  # nothing TGI would say instead
+    ],
+)
+async def test_a_tgi_client_gets_tgi_error_types(
+    monkeypatch: pytest.MonkeyPatch, status: int, error_type: str | None, expected: str
+) -> None:
+    monkeypatch.setattr(middleware, "choose", lambda req: TgiClient(client_done=False, body={"x": 1}))
+    envelope: dict[str, Any] = {"error": "bad"}
+    if error_type:
+        envelope["error_type"] = error_type
+    payload = json.dumps(envelope).encode()
+    start = {**JSON_START, "status": status, "headers": [(b"content-type", b"application/json")]}
+    stream, body = await request(layer(upstream_app(start, payload)), "POST", "/generate", json_body={"inputs": "x"})
+    assert stream.status == status
+    assert json.loads(body) == {"error": "bad", "error_type": expected}
+    assert stream.headers[b"content-length"] == str(len(body)).encode()
+
+
+async def test_a_tgi_client_gets_a_tgi_error_type_inside_a_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(middleware, "choose", lambda req: TgiClient(client_done=False, body={"x": 1}))
+    error = b'data: {"error":"boom","error_type":"server_error"}\n\n'
+    app = layer(upstream_app(SSE_START, b'data: {"text":"a"}\n\n' + error))
+    _, body = await request(app, "POST", "/generate_stream", json_body={"inputs": "hi"})
+    assert body == b'data: {"t":"A"}\n\ndata: {"error":"boom","error_type":"generation"}\n\n'

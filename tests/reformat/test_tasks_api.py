@@ -46,16 +46,25 @@ def canonical_answer(op: Operation, doc: Any) -> tuple[int, list[tuple[bytes, by
 
 
 class Inner:
-    """The gateway behind TasksAPI: records the operation, the canonical body and what `receive` gave it."""
+    """The gateway behind TasksAPI: records the operation, the canonical body and what `receive` gave it.
+
+    A request carrying a deferred error is answered with it, as the inner layers do once the caller is
+    authenticated and counted (recorded in ``deferred``, never in ``seen``).
+    """
 
     def __init__(self, answer: Answer = canonical_answer) -> None:
         self.answer = answer
         self.seen: list[tuple[Operation | None, Any, bytes]] = []
+        self.deferred: list[Operation | None] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         ctx = get_context(scope)
+        if ctx.deferred_error is not None:
+            self.deferred.append(ctx.operation)
+            await ctx.deferred_error.send(scope, send)
+            return
         body, more = b"", True
         while more:
             message = await receive()
@@ -391,7 +400,8 @@ async def test_bad_provider_requests_are_a_clear_400_and_never_reach_the_app(
     assert stream.status == 400, error
     assert error["error_type"] == error_type and message in error["error"], error["error"]
     assert int(stream.headers[b"content-length"]) == len(raw)
-    assert not inner.seen
+    assert not inner.seen  # no canonical request: the error goes in only to be answered after auth and limits
+    assert len(inner.deferred) == 1 and inner.deferred[0] is not None and inner.deferred[0].route is Route.TASK
 
 
 @pytest.mark.anyio
@@ -653,3 +663,18 @@ async def test_auth_scopes_apply_to_the_canonical_operation() -> None:
     assert (await post(app, "summarization", {"inputs": TEXT}))[0] == 401
     assert (await request(app, "GET", PREFIX + "models", headers=headers))[0].status == 200  # no task scope
     assert (await request(app, "GET", PREFIX + "models"))[0].status == 401  # but a key
+
+
+@pytest.mark.anyio
+async def test_a_bad_provider_request_is_authenticated_before_it_is_refused() -> None:
+    """A malformed body from a caller without a key is a 401 (not a 400 that tells strangers about the API)."""
+    key = "hfasgi_any-task"
+    store = MemoryKeyStore([KeyRecord.for_key("any", key)])
+    inner = Inner()
+    app = TasksAPI(ApiKeyAuth(inner, config=AuthConfig(store=store)), config=TasksAPIConfig(catalog=catalog()))
+    anonymous = await post(app, "summarization", {"parameters": {"model": "m"}})
+    assert anonymous[0] == 401 and inner.deferred == []
+    known = await post(app, "summarization", {"parameters": {"model": "m"}}, headers={"x-api-key": key})
+    assert known[0] == 400 and "inputs" in known[2]["error"] and len(inner.deferred) == 1
+    unknown_task = await post(app, "sing-a-song", {"inputs": "x"})
+    assert unknown_task[0] == 401

@@ -5,14 +5,17 @@ One ``FakeHF`` serves, on one port, the URL shapes of four upstream kinds (hf_ap
 * router: ``POST /v1/chat/completions``, ``POST /hf-inference/models/{id}[/pipeline/{task}]``,
   ``POST /hf-inference/models/{id}/v1/chat/completions``, ``GET /v1/models[/{id}]``;
 * serverless: ``POST /models/{id}``, ``POST /pipeline/{task}/{id}``, ``POST /models/{id}/v1/chat/completions``;
-* TGI: ``POST /`` (a list, or SSE with ``"stream": true``), ``/generate``, ``/generate_stream`` (no ``[DONE]``),
+* TGI: ``POST /`` (a list, or SSE with ``"stream": true``; the task of ``model_id`` when that is not
+  text-generation, e.g. TEI's embeddings), ``/generate``, ``/generate_stream`` (no ``[DONE]``),
   ``/v1/chat/completions``, ``/v1/completions``, ``GET /info``, ``GET /health`` (200, empty);
 * OpenAI / transformers serve: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``GET /v1/models``.
 
 Answers are deterministic functions of the request (see ``shapes``). Behaviours are chosen per request by
 headers: ``x-fake-scenario`` (comma-separated directives, grammar in :class:`Scenario`), ``x-fake-key``
-(the key for attempt counting, stream bookkeeping and gates; default ``"<METHOD> <path>"``) and
-``x-fake-quirks: transformers`` (``transformers serve`` quirks; also ``FakeHF(quirks="transformers")``).
+(the key for attempt counting, stream bookkeeping and gates; default ``"<METHOD> <path>"``),
+``x-fake-quirks: transformers`` (``transformers serve`` quirks; also ``FakeHF(quirks="transformers")``) and
+``x-fake-only: openai|tgi|router|serverless`` (serve only that kind's routes, 404 ``{"detail": "Not Found"}``
+for the others, so a test proves which dialect a gateway spoke; also ``FakeHF(only=...)``, see :func:`serves`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ T = TypeVar("T")
 #: ``fake/<task>`` → task for every task the fake knows.
 DEFAULT_TASKS: dict[str, str] = {f"fake/{task}": task for task in shapes.TASKS}
 STREAM_ERROR = "Request failed during generation: fake stream error"
+ONLY_KINDS = ("openai", "tgi", "router", "serverless")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
 
@@ -80,6 +84,7 @@ class Scenario:
     ``shapes.ERROR_STYLES`` (``tgi``; every attempt unless N); ``stream-error`` / ``stream-error-openai``
     two events then an in-stream error; ``stream-drop`` two events then drop the connection;
     ``nospace`` ``data:{...}`` framing; ``gate`` first event, then wait for ``fake.release(key)``;
+    ``gate-after:N`` the same after N events (for translations that may hold one event back);
     ``chunks:N`` generate N tokens (overrides max tokens); ``delay:SECS`` pause between events.
     """
 
@@ -93,6 +98,7 @@ class Scenario:
     stream_drop: bool = False
     nospace: bool = False
     gate: bool = False
+    gate_after: int = 0
     chunks: int | None = None
     delay: float = 0.0
 
@@ -112,6 +118,8 @@ class Scenario:
                 setattr(scen, name, float(args[0]))
             elif name == "chunks" and len(args) == 1:
                 scen.chunks = int(args[0])
+            elif name == "gate-after" and len(args) == 1 and int(args[0]) >= 1:
+                scen.gate_after = int(args[0])
             elif name == "error" and args:
                 style = args[1] if len(args) > 1 else "tgi"
                 if style not in shapes.ERROR_STYLES:
@@ -163,6 +171,43 @@ def resolve(method: str, path: str) -> tuple[str, str | None, str | None]:
     return "not-found", None, None
 
 
+_ONLY_PATHS: dict[str, frozenset[str]] = {
+    "openai": frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/health"}),
+    "tgi": frozenset(
+        {
+            "/",
+            "/generate",
+            "/generate_stream",
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/info",
+            "/health",
+            "/v1/models",
+        }
+    ),
+    "router": frozenset({"/v1/chat/completions", "/v1/models"}),
+    "serverless": frozenset(),
+}
+_ONLY_PREFIXES: dict[str, tuple[str, ...]] = {
+    "openai": (),
+    "tgi": (),
+    "router": ("/hf-inference/", "/v1/models/"),
+    "serverless": ("/models/", "/pipeline/"),
+}
+
+
+def serves(only: str, path: str) -> bool:
+    """Whether an upstream of kind ``only`` (one of :data:`ONLY_KINDS`) has a route at ``path`` (any method).
+
+    openai (``transformers serve``): the ``/v1`` chat, completions, embeddings and models routes and
+    ``/health``; tgi: ``/``, ``/generate``, ``/generate_stream``, ``/v1/chat/completions``,
+    ``/v1/completions``, ``/info``, ``/health``, ``/v1/models``; router: ``/v1/chat/completions``,
+    ``/hf-inference/...``, ``/v1/models[/{id}]``; serverless: ``/models/...``, ``/pipeline/...``.
+    """
+    p = path.rstrip("/") or "/"
+    return p in _ONLY_PATHS[only] or p.startswith(_ONLY_PREFIXES[only])
+
+
 @contextlib.contextmanager
 def dropping_server(*, reset: bool = False) -> Iterator[str]:
     """A raw TCP server on 127.0.0.1 that reads a request and closes the connection without answering.
@@ -211,6 +256,8 @@ class Exchange:
         self.scen = Scenario()
         quirk = req.headers.get("x-fake-quirks")
         self.tf = (quirk if quirk is not None else fake.quirks or "") == "transformers"
+        only = req.headers.get("x-fake-only")
+        self.only = only if only is not None else fake.only
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Send the status line and headers (echoing ``x-request-id``)."""
@@ -276,13 +323,14 @@ class Exchange:
         if done:
             payloads.append("[DONE]")
         prefix = b"data:" if scen.nospace else b"data: "
+        gate_at = scen.gate_after or (1 if scen.gate else 0)
         await self.start(200, SSE_HEADERS)
         for i, payload in enumerate(payloads):
             if i > 0:
                 gone = await self.pause(scen.delay)
                 if not gone and i == 1 and scen.stall:
                     gone = await self.pause(scen.stall)
-                if not gone and i == 1 and scen.gate:
+                if not gone and i == gate_at:
                     gone = await self.fake._wait_gate(self.key, self.gone)
                 if gone:
                     state.cancelled = True
@@ -301,10 +349,12 @@ class FakeHF:
     """The fake server (an ASGI app). Thread-safe recording; see the module docstring for routes and headers.
 
     ``tasks`` maps model ids to tasks (merged over :data:`DEFAULT_TASKS`); ``model_id`` is the TGI/OpenAI
-    served model (``/info``, ``/v1/models``, chat without ``model``); ``quirks="transformers"`` turns on
-    transformers-serve quirks for every request; ``compat_return_full_text`` is TGI's pipeline-tag default
-    of ``return_full_text`` on ``POST /`` and ``/models/{id}`` text generation; ``gate_timeout`` bounds
-    the wait of a ``gate`` stream.
+    served model (``/info``, ``/v1/models``, chat without ``model``; ``POST /`` serves its task, so
+    ``model_id="fake/feature-extraction"`` is a TEI-style embedding endpoint); ``quirks="transformers"`` turns on
+    transformers-serve quirks for every request; ``only`` restricts every request to one upstream kind's
+    routes (as the ``x-fake-only`` header does for one request); ``compat_return_full_text`` is TGI's
+    pipeline-tag default of ``return_full_text`` on ``POST /`` and ``/models/{id}`` text generation;
+    ``gate_timeout`` bounds the wait of a ``gate`` stream.
     """
 
     dropping_server = staticmethod(dropping_server)
@@ -315,14 +365,18 @@ class FakeHF:
         tasks: dict[str, str] | None = None,
         model_id: str = "fake/text-generation",
         quirks: str | None = None,
+        only: str | None = None,
         compat_return_full_text: bool = False,
         gate_timeout: float = 30.0,
     ) -> None:
         if quirks not in (None, "transformers"):
             raise ValueError(f"unknown quirks {quirks!r}")
+        if only is not None and only not in ONLY_KINDS:
+            raise ValueError(f"unknown upstream kind {only!r} (one of {', '.join(ONLY_KINDS)})")
         self.tasks = {**DEFAULT_TASKS, **(tasks or {})}
         self.model_id = model_id
         self.quirks = quirks
+        self.only = only
         self.compat_return_full_text = compat_return_full_text
         self.gate_timeout = gate_timeout
         self.requests: list[RecordedRequest] = []
@@ -463,6 +517,11 @@ class FakeHF:
             ex.scen = scen = Scenario.parse(ex.req.headers.get("x-fake-scenario", ""))
         except ValueError as exc:
             return await ex.json(400, {"error": f"bad x-fake-scenario: {exc}"})
+        if ex.only is not None:
+            if ex.only not in ONLY_KINDS:
+                return await ex.json(400, {"error": f"bad x-fake-only: {ex.only!r} (one of {', '.join(ONLY_KINDS)})"})
+            if not serves(ex.only, ex.req.path):
+                return await ex.json(404, {"detail": "Not Found"})
         kind, model, task = resolve(ex.req.method, ex.req.path)
         if scen.slow and await ex.pause(scen.slow):
             return None
@@ -498,6 +557,8 @@ class FakeHF:
             if model != self.model_id and model not in self.tasks:
                 return await ex.fail(404, f"Model {model} does not exist")
             return await ex.json(200, shapes.model_card(str(model)))
+        if kind == "compat" and self.tasks.get(self.model_id, "text-generation") != "text-generation":
+            return await self._task(ex, self.model_id, None)  # an endpoint of another task (e.g. TEI)
         if kind in ("compat", "generate", "stream"):
             return await self._generate(ex, kind)
         if kind == "chat":

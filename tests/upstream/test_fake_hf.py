@@ -34,7 +34,7 @@ from tests.upstream import (
     expected_zero_shot,
     token_texts,
 )
-from tests.upstream.fake_hf import Scenario, dropping_server, resolve
+from tests.upstream.fake_hf import ONLY_KINDS, Scenario, dropping_server, resolve, serves
 from tests.upstream.shapes import ERROR_STYLES, SYSTEM_FINGERPRINT, run_task
 
 MESSAGES: list[Any] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me a story"}]
@@ -537,6 +537,35 @@ async def test_cancellation_recorded_when_client_leaves(fake: FakeHF, url: str) 
     assert state.events_sent == 1 and not state.finished and not fake.gated("c")
 
 
+@pytest.mark.socket
+def test_gate_after_n_events(fake: FakeHF, url: str) -> None:
+    with InferenceClient(base_url=url, headers=scenario("gate-after:2", "g2")) as hf:
+        stream = iter(hf.text_generation("go now", stream=True, max_new_tokens=4))
+        first, second = next(stream), next(stream)
+        fake.wait_for(lambda: fake.gated("g2"))
+        assert fake.streams["g2"].events_sent == 2
+        fake.release("g2")
+        rest = list(stream)
+    assert [first, second, *rest] == token_texts("go now", 4) and fake.streams["g2"].finished
+    assert Scenario.parse("gate-after:3").gate_after == 3 and not Scenario.parse("gate-after:3").gate
+    for bad in ("gate-after", "gate-after:0", "gate-after:x"):
+        with pytest.raises(ValueError):
+            Scenario.parse(bad)
+
+
+@pytest.mark.socket
+def test_root_of_an_endpoint_serves_its_models_task() -> None:
+    """A fake whose ``model_id`` is not a generator answers its task on ``POST /`` (a TEI-style endpoint)."""
+    fake = FakeHF(model_id="fake/feature-extraction")
+    with serve(fake) as url, httpx.Client(base_url=url) as client:
+        one = client.post("/", json={"inputs": "hello", "normalize": True})
+        many = client.post("/", json={"inputs": ["a", "bc"], "dimensions": 3})
+        generated = client.post("/generate", json={"inputs": "a b", "parameters": {"max_new_tokens": 2}})
+    assert one.json() == expected_embedding("hello", normalize=True)
+    assert many.json() == [expected_embedding("a", 3), expected_embedding("bc", 3)]
+    assert generated.json()["generated_text"] == expected_generation("a b", 2)
+
+
 # --- transformers serve quirks ------------------------------------------------------------------------
 
 
@@ -573,6 +602,118 @@ def test_transformers_quirks_with_real_clients() -> None:
     assert text == expected_chat(MESSAGES) and chunks[-1].usage is not None and chunks[-1].model == "org/m@main"
     assert "".join(c.choices[0].delta.content or "" for c in hf_chunks) == expected_chat(MESSAGES)
     assert fake.lifespan_events == ["lifespan.startup", "lifespan.shutdown"]
+
+
+# --- only one upstream kind's routes (x-fake-only) ---------------------------------------------------
+
+#: (method, path, JSON body) of one request per route family the fake answers.
+ONLY_PROBES: dict[str, tuple[str, str, Any]] = {
+    "chat": ("POST", "/v1/chat/completions", {"model": "m", "messages": MESSAGES}),
+    "completions": ("POST", "/v1/completions", {"model": "m", "prompt": "a b"}),
+    "embeddings": ("POST", "/v1/embeddings", {"model": "m", "input": "a"}),
+    "models": ("GET", "/v1/models", None),
+    "model": ("GET", "/v1/models/fake/summarization", None),
+    "health": ("GET", "/health", None),
+    "info": ("GET", "/info", None),
+    "compat": ("POST", "/", {"inputs": "a b"}),
+    "generate": ("POST", "/generate", {"inputs": "a b"}),
+    "generate_stream": ("POST", "/generate_stream", {"inputs": "a b"}),
+    "router-task": ("POST", "/hf-inference/models/fake/summarization", {"inputs": "a b c"}),
+    "router-pipeline": (
+        "POST",
+        "/hf-inference/models/fake/feature-extraction/pipeline/feature-extraction",
+        {"inputs": "a"},
+    ),
+    "router-chat": ("POST", "/hf-inference/models/org/m/v1/chat/completions", {"messages": MESSAGES}),
+    "serverless-task": ("POST", "/models/fake/summarization", {"inputs": "a b c"}),
+    "serverless-pipeline": ("POST", "/pipeline/feature-extraction/fake/feature-extraction", {"inputs": "a"}),
+    "serverless-chat": ("POST", "/models/org/m/v1/chat/completions", {"messages": MESSAGES}),
+}
+#: Which probes each kind answers (the others get 404 ``{"detail": "Not Found"}``).
+ONLY_SERVED: dict[str, set[str]] = {
+    "openai": {"chat", "completions", "embeddings", "models", "health"},
+    "tgi": {"chat", "completions", "models", "health", "info", "compat", "generate", "generate_stream"},
+    "router": {"chat", "models", "model", "router-task", "router-pipeline", "router-chat"},
+    "serverless": {"serverless-task", "serverless-pipeline", "serverless-chat"},
+}
+
+
+def test_only_kinds_route_table() -> None:
+    assert set(ONLY_SERVED) == set(ONLY_KINDS)
+    for only, served in ONLY_SERVED.items():
+        assert {name for name, (_, path, _) in ONLY_PROBES.items() if serves(only, path)} == served, only
+    assert serves("openai", "/v1/chat/completions/") and not serves("openai", "/v1/models/org/m")
+    assert serves("router", "/hf-inference/models/a/b") and not serves("router", "/models/a/b")
+    assert serves("serverless", "/models/a/b/pipeline/x") and not serves("serverless", "/v1/chat/completions")
+    with pytest.raises(ValueError, match="unknown upstream kind"):
+        FakeHF(only="vllm")
+
+
+@pytest.mark.socket
+@pytest.mark.parametrize("only", ONLY_KINDS)
+def test_only_header_serves_one_kinds_routes(fake: FakeHF, url: str, only: str) -> None:
+    """Every route of the kind answers as without the header; every other route is FastAPI's plain 404."""
+    with httpx.Client(base_url=url, headers={"x-fake-only": only}) as client:
+        answers = {name: client.request(m, path, json=body) for name, (m, path, body) in ONLY_PROBES.items()}
+    with httpx.Client(base_url=url) as client:
+        free = {name: client.request(m, path, json=body) for name, (m, path, body) in ONLY_PROBES.items()}
+    for name, response in answers.items():
+        if name in ONLY_SERVED[only]:
+            assert response.status_code == 200 == free[name].status_code, (name, response.text)
+            if name not in ("chat", "router-chat", "serverless-chat", "completions"):  # ids and times differ
+                assert response.content == free[name].content, name
+        else:
+            assert response.status_code == 404, name
+            assert response.json() == {"detail": "Not Found"}, name
+    assert len(fake.requests) == 2 * len(ONLY_PROBES)  # refused requests are recorded too
+
+
+@pytest.mark.socket
+def test_only_is_checked_before_scenarios_and_combines_with_quirks(fake: FakeHF, url: str) -> None:
+    headers = {"x-fake-only": "openai", "x-fake-quirks": "transformers"}
+    with httpx.Client(base_url=url, headers=headers) as client:
+        refused = client.post("/generate", json={"inputs": "a"}, headers={"x-fake-scenario": "error:500"})
+        failed = client.post("/v1/completions", json={"prompt": "a"}, headers={"x-fake-scenario": "error:500"})
+        stream = client.post("/v1/chat/completions", json={"model": "org/m", "messages": MESSAGES, "stream": True})
+        bad = client.get("/health", headers={"x-fake-only": "vllm"})
+    assert refused.status_code == 404 and refused.json() == {"detail": "Not Found"}
+    assert failed.status_code == 500 and failed.json() == {
+        "error": "Fake upstream error 500",
+        "error_type": "incomplete_generation",
+    }
+    chunks = [json.loads(d) for d in sse_data(stream.text)]
+    assert "[DONE]" not in stream.text and chunks[-1]["usage"] is not None and chunks[0]["model"] == "org/m@main"
+    assert bad.status_code == 400 and "x-fake-only" in bad.json()["error"]
+
+
+@pytest.mark.socket
+def test_only_with_real_clients(fake: FakeHF, url: str) -> None:
+    """The clients send it with ``headers=`` / ``default_headers=``; a TGI call to an OpenAI-only server fails."""
+    only = {"x-fake-only": "openai"}
+    with InferenceClient(base_url=url, headers=only) as client:
+        chat = client.chat_completion(MESSAGES, model="org/m", max_tokens=2)
+        with pytest.raises(HfHubHTTPError) as refused:
+            client.text_generation("a b", max_new_tokens=2)
+    assert chat.choices[0].message.content == expected_chat(MESSAGES, 2)
+    assert refused.value.response is not None and refused.value.response.status_code == 404
+    assert fake.last().path == "/" and fake.last().headers["x-fake-only"] == "openai"
+    with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, default_headers=only) as oai:
+        comp = oai.completions.create(model="org/m", prompt="a b", max_tokens=2)
+        with pytest.raises(openai.NotFoundError):
+            oai.models.retrieve("fake/summarization")
+    assert comp.choices[0].text == expected_generation("a b", 2)
+
+
+@pytest.mark.socket
+def test_only_for_a_whole_fake() -> None:
+    fake = FakeHF(only="serverless")
+    with serve(fake) as url, httpx.Client(base_url=url) as client:
+        task = client.post("/models/fake/summarization", json={"inputs": "one two three"})
+        chat = client.post("/v1/chat/completions", json={"messages": MESSAGES})
+        overridden = client.post("/v1/chat/completions", json={"messages": MESSAGES}, headers={"x-fake-only": "tgi"})
+    assert task.json() == expected_summarization("one two three")
+    assert chat.status_code == 404 and chat.json() == {"detail": "Not Found"}
+    assert overridden.status_code == 200
 
 
 # --- recording ----------------------------------------------------------------------------------------

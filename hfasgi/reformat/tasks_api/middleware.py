@@ -108,20 +108,33 @@ class TasksAPI:
             return
         if method == "POST" and name and "/" not in name:
             message = f"Unknown task {name[:64]!r}: POST {prefix}<task> with one of {', '.join(PROVIDER_TASKS)}, or run"
-            await send_error(s, send, 400, ErrorType.INVALID_REQUEST, message)
+            await self._defer(s, receive, send, GatewayError(400, ErrorType.INVALID_REQUEST, message), None)
             return
         await self.app(s, receive, send)
+
+    async def _defer(self, scope: Scope, receive: Receive, send: Send, error: GatewayError, task: str | None) -> None:
+        """Pass a bad request on as an inference request that fails: authenticated and counted, then answered."""
+        ctx = get_context(scope)
+        ctx.operation = Operation(Route.TASK, task, task_forced=task is not None)
+        ctx.recognized = True
+        ctx.deferred_error = error
+        await self.app(scope, receive, send)
 
     async def _task(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         ctx = get_context(scope)
         unread = ctx.body is None
         try:
             await read_body(scope, receive, self.config.max_body_bytes)
-            call = provider_call(name, ctx.json(), self.config.catalog)
         except GatewayError as err:
             await err.send(scope, send)
             return
         except ClientDisconnected:
+            return
+        try:
+            call = provider_call(name, ctx.json(), self.config.catalog)
+        except GatewayError as err:
+            task = PROVIDER_TASKS.get(name)
+            await self._defer(scope, replay_receive(scope, receive) if unread else receive, send, err, task)
             return
         ctx.operation = call.operation
         ctx.recognized = True

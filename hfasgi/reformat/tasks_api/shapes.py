@@ -56,6 +56,11 @@ _TEXT_TASKS = frozenset(
 )
 
 
+_TEXT2TEXT = frozenset({"summarization", "translation"})
+# Generation knobs a provider request (or a model mapping) gives at the top of `parameters`.
+_GENERATION_KNOBS = ("max_tokens", "max_new_tokens", "temperature", "top_p", "top_k", "do_sample")
+
+
 def _bad(message: str) -> GatewayError:
     return GatewayError(400, ErrorType.INVALID_REQUEST, message)
 
@@ -143,8 +148,11 @@ def provider_call(endpoint: str, document: Any, catalog: ModelCatalog) -> Provid
         if unknown:
             raise _bad(f"parameters.{unknown[0]} is not an embedding option (known: {', '.join(sorted(_TEI_OPTIONS))})")
         body = {"inputs": inputs, **{k: v for k, v in defaults.items() if k in _TEI_OPTIONS}, **parameters}
+    elif task in _TEXT2TEXT:
+        merged = _generate_parameters({**_generation_defaults(defaults, keep=True), **parameters})
+        body = {"inputs": inputs, "parameters": merged}
     else:
-        body = {"inputs": inputs, "parameters": {**defaults, **parameters}}
+        body = {"inputs": inputs, "parameters": {**_generation_defaults(defaults, keep=False), **parameters}}
     if "options" in document:
         body["options"] = document["options"]
     hf = PROVIDER_TASKS[task]
@@ -221,6 +229,36 @@ def _all_str(doc: dict[str, Any], *names: str) -> bool:
 
 def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _generation_defaults(defaults: dict[str, Any], *, keep: bool) -> dict[str, Any]:
+    """A mapped model's default parameters for a task: generation knobs kept only for text-to-text tasks.
+
+    A mapping's parameters (``{"temperature": 0.7, "max_tokens": 2048}`` in the contract's example) are
+    the model's for every task; a classification request has no use for them, so they are left out there.
+    """
+    dropped = ("seed",) if keep else (*_GENERATION_KNOBS, "seed")  # HF tasks take no seed
+    return {k: v for k, v in defaults.items() if k not in dropped}
+
+
+def _generate_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """summarization/translation: top-level generation knobs go into ``generate_parameters`` (the HF spec's place).
+
+    ``max_tokens`` there is ``max_new_tokens``; what the request put in ``generate_parameters`` itself wins.
+    """
+    knobs = {k: parameters[k] for k in _GENERATION_KNOBS if k in parameters}
+    if not knobs:
+        return parameters
+    out = {k: v for k, v in parameters.items() if k not in _GENERATION_KNOBS}
+    if "max_tokens" in knobs:
+        if "max_new_tokens" in knobs:
+            raise _bad("Give one of parameters.max_tokens and parameters.max_new_tokens, not both")
+        knobs["max_new_tokens"] = knobs.pop("max_tokens")
+    nested = out.get("generate_parameters")
+    if nested is not None and not isinstance(nested, dict):
+        raise _bad("parameters.generate_parameters must be an object")
+    out["generate_parameters"] = {**knobs, **(nested or {})}
+    return out
 
 
 def _max_new_tokens(parameters: dict[str, Any], *, strict: bool) -> dict[str, Any]:
