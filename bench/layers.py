@@ -15,8 +15,9 @@ import argparse
 import asyncio
 import json
 import statistics
-import time
 from typing import Any
+
+from inprocess import cpu_per_request
 
 from hfasgi.auth import ApiKeyAuth, AuthConfig, MemoryKeyStore
 from hfasgi.body import read_body
@@ -60,21 +61,8 @@ def variants() -> dict[str, Any]:
 
 async def measure(stack: Any, n: int) -> float:
     """CPU microseconds per request over ``n`` requests."""
-    body = BODY.encode()
     headers = [(b"content-type", b"application/json"), (b"authorization", f"Bearer {KEY}".encode())]
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    started = time.process_time_ns()
-    for _ in range(n):
-        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": headers,
-                 "client": ("127.0.0.1", 5000), "query_string": b""}  # fmt: skip
-        await stack(scope, receive, send)
-    return (time.process_time_ns() - started) / n / 1000
+    return await cpu_per_request(stack, "/v1/chat/completions", BODY.encode(), n, headers)
 
 
 async def main() -> None:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import statistics
-import time
 from dataclasses import dataclass
 from typing import Any
+
+from inprocess import cpu_per_request
 
 from hfasgi.body import read_body
 from hfasgi.catalog import ModelCatalog
@@ -94,14 +96,21 @@ def completion_chunks() -> list[bytes]:
     return [*events, b"data: " + _dump(usage) + b"\n\n", b"data: [DONE]\n\n"]
 
 
+def unit_vector(dim: int) -> list[float]:
+    """A unit-length vector, as upstreams answer when asked to normalise (the translation asks them to)."""
+    raw = [(i % 17 + 1) / 17 for i in range(dim)]
+    norm = math.sqrt(sum(x * x for x in raw))
+    return [x / norm for x in raw]
+
+
 def embedding_answer(dim: int) -> bytes:
-    vector = [round(i / dim, 6) for i in range(dim)]
+    vector = unit_vector(dim)
     return _dump({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": vector}],
                   "model": MODEL, "usage": {"prompt_tokens": 3, "total_tokens": 3}})  # fmt: skip
 
 
 def features_answer(dim: int) -> bytes:
-    return _dump([round(i / dim, 6) for i in range(dim)])
+    return _dump(unit_vector(dim))
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,9 @@ def cases() -> list[Case]:
         Case("/v1/embeddings over feature-extraction (384 floats)", "/v1/embeddings",
              {"model": MODEL, "input": "hello", "encoding_format": "float"}, UpstreamKind.ROUTER,
              [embedding_answer(384)], [features_answer(384)]),
+        Case("/v1/embeddings over feature-extraction (1024 floats, base64)", "/v1/embeddings",
+             {"model": MODEL, "input": "hello", "encoding_format": "base64"}, UpstreamKind.ROUTER,
+             [embedding_answer(1024)], [features_answer(1024)]),
         Case("chat stream, transformers chunks rewritten", "/v1/chat/completions", stream_chat, UpstreamKind.OPENAI,
              chat_chunks(MODEL, False), chat_chunks(MODEL + "@main", True), stream=True),
         Case("TGI /generate_stream over /v1/completions", "/generate_stream", generate, UpstreamKind.OPENAI,
@@ -153,20 +165,7 @@ def forwarder_standin(payload: list[bytes], stream: bool) -> Any:
 
 async def measure(app: Any, case: Case, n: int) -> float:
     """CPU microseconds per request over ``n`` requests."""
-    body = json.dumps(case.body).encode()
-    headers = [(b"content-type", b"application/json")]
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    started = time.process_time_ns()
-    for _ in range(n):
-        scope = {"type": "http", "method": "POST", "path": case.path, "headers": headers, "query_string": b""}
-        await app(scope, receive, send)
-    return (time.process_time_ns() - started) / n / 1000
+    return await cpu_per_request(app, case.path, json.dumps(case.body).encode(), n)
 
 
 async def main() -> None:

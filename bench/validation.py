@@ -17,6 +17,8 @@ import statistics
 import time
 from typing import Any
 
+from inprocess import cpu_per_request
+
 from hfasgi.body import read_body
 from hfasgi.context import get_context
 from hfasgi.validation import RequestValidator, ValidatorConfig
@@ -63,21 +65,6 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-async def per_request(stack: Any, path: str, body: bytes, n: int) -> float:
-    headers = [(b"content-type", b"application/json")]
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    started = time.process_time_ns()
-    for _ in range(n):
-        await stack({"type": "http", "method": "POST", "path": path, "headers": headers}, receive, send)
-    return (time.process_time_ns() - started) / n / 1000
-
-
 def check_only(config: ValidatorConfig, path: str, document: dict[str, Any], n: int) -> float:
     from hfasgi.operations import DEFAULT_ROUTES
 
@@ -108,8 +95,8 @@ async def main() -> None:
         checks, bare, layered = [], [], []
         for _ in range(args.repeats):
             checks.append(check_only(config, path, document, args.requests))
-            bare.append(await per_request(app, path, raw, args.requests))
-            layered.append(await per_request(validated, path, raw, args.requests))
+            bare.append(await cpu_per_request(app, path, raw, args.requests))
+            layered.append(await cpu_per_request(validated, path, raw, args.requests))
         check, alone, full = (statistics.median(v) for v in (checks, bare, layered))
         print(f"| {name} | {check:.2f} | {alone:.2f} | {full:.2f} | {full - alone:+.2f} |")
 

@@ -25,13 +25,11 @@ append a mapping to the file it was loaded from without editing what is already 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
-import tempfile
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +37,7 @@ from types import MappingProxyType
 from typing import Any
 
 from hfasgi.errors import ErrorType, GatewayError
+from hfasgi.files import locked, replace_atomically
 from hfasgi.forwarding.upstream import Timeouts, Upstream, UpstreamKind
 
 __all__ = ["PLACEHOLDER_MODELS", "CatalogWriteError", "ModelCatalog", "ModelEntry", "ModelRoute"]
@@ -352,7 +351,7 @@ def _append_model(path: Path, lines: list[str]) -> None:
     block = "\n".join([f"# added by hfasgi at {stamp}", "[[models]]", *lines, ""])
     target = Path(os.path.realpath(path))
     try:
-        with _locked(target):
+        with locked(target):
             try:
                 text = target.read_text(encoding="utf-8")
                 mode: int | None = os.stat(target).st_mode & 0o7777
@@ -364,7 +363,7 @@ def _append_model(path: Path, lines: list[str]) -> None:
                 text += "\n"
             updated = text + ("\n" if text else "") + block
             _check_appended(updated, lines, target)
-            _replace(target, updated, mode)
+            replace_atomically(target, updated, mode)
     except OSError as exc:
         raise CatalogWriteError(f"model catalog {str(path)!r}: {exc.strerror or exc}") from None
 
@@ -382,32 +381,3 @@ def _check_appended(text: str, lines: list[str], target: Path) -> None:
         appended = False
     if not appended:
         raise CatalogWriteError(f"model catalog {str(target)!r}: its models do not accept a [[models]] block")
-
-
-def _replace(target: Path, text: str, mode: int | None) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock beside ``path`` (``<path>.lock``) for the read-append-replace of the file."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: the atomic rename alone protects the file
-        yield
-        return
-    with open(path.parent / (path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield

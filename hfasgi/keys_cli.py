@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from hfasgi.auth.keys import KeyRecord, new_key
 from hfasgi.auth.stores import read_key_file, write_key_file
+from hfasgi.files import locked
 from hfasgi.limits import Limit
 from hfasgi.settings import ENVIRONMENT
 
@@ -287,18 +288,12 @@ def _record(args: argparse.Namespace, key: str) -> KeyRecord:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock beside ``path`` (``<path>.lock``) so two commands never lose each other's edit."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: the atomic rename alone protects the file
-        yield
-        return
-    try:
-        lock = open(path.parent / (path.name + ".lock"), "a")  # noqa: SIM115 - held for the block
-    except OSError as exc:
-        raise _Failure(f"cannot write the key file {str(path)!r}: {_reason(exc)}") from None
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    """Hold the key file's lock (:func:`hfasgi.files.locked`); a lock that cannot be taken is a clear failure."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(path))
+        except OSError as exc:
+            raise _Failure(f"cannot write the key file {str(path)!r}: {_reason(exc)}") from None
         yield
 
 

@@ -17,11 +17,8 @@ The key file (written by ``hfasgi keys``; hashes only, never keys)::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 import time
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -29,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hfasgi.auth.keys import KeyRecord, hash_key
+from hfasgi.files import replace_atomically
 
 __all__ = ["ChainKeyStore", "FileKeyStore", "KeyStore", "MemoryKeyStore", "read_key_file", "write_key_file"]
 
@@ -171,14 +169,4 @@ def write_key_file(path: str | Path, records: Iterable[KeyRecord]) -> None:
             if name != "id":
                 lines.append(f"{name} = {json.dumps(value)}")
         lines.append("")
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".keys-", suffix=".toml", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    replace_atomically(Path(path), "\n".join(lines), 0o600)

@@ -6,6 +6,7 @@ URL; the expected answers come from ``tests.upstream.shapes``, the functions the
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.upstream import messages_text
@@ -66,3 +67,30 @@ def usage_of(value: Any) -> dict[str, int] | None:
     if value is None:
         return None
     return {k: getattr(value, k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
+
+def sse_payloads(body: bytes, *, compact: bool = False) -> list[str]:
+    """The payload of every event in ``body``, after checking the framing HF clients parse (hf_api.md §8.1).
+
+    Each event is exactly one line ``data: <payload>`` (one space, no other field, no multi-line data)
+    followed by a blank line; every payload but ``[DONE]`` is one JSON object (``compact``: written with
+    no spaces, as the gateway writes the events it translates).
+    """
+    text = body.decode()
+    assert text.endswith("\n\n"), text[-80:]
+    payloads = []
+    for event in text[:-2].split("\n\n"):
+        assert event.startswith("data: ") and "\n" not in event, event
+        payload = event[len("data: ") :]
+        assert payload == payload.strip(), event
+        if payload != "[DONE]":
+            assert isinstance(json.loads(payload), dict), payload
+            if compact:
+                assert payload == json.dumps(json.loads(payload), separators=(",", ":"), ensure_ascii=False)
+        payloads.append(payload)
+    return payloads
+
+
+def objects(payloads: list[str]) -> list[dict[str, Any]]:
+    """The JSON events (``[DONE]`` left out)."""
+    return [json.loads(p) for p in payloads if p != "[DONE]"]

@@ -10,7 +10,6 @@ are computed with ``tests.upstream.shapes``, the functions the fake answers with
 from __future__ import annotations
 
 import base64
-import json
 import math
 import struct
 from array import array
@@ -34,7 +33,19 @@ from huggingface_hub.errors import (
 from hfasgi.app import create_app
 from hfasgi.settings import Settings
 from hfasgi.tokens import estimate_text
-from tests.e2e.clients import CHAT_MODEL, DEFAULT_MODEL, KINDS, MESSAGES, PROMPT, chat_path, chat_usage, like, usage_of
+from tests.e2e.clients import (
+    CHAT_MODEL,
+    DEFAULT_MODEL,
+    KINDS,
+    MESSAGES,
+    PROMPT,
+    chat_path,
+    chat_usage,
+    like,
+    objects,
+    sse_payloads,
+    usage_of,
+)
 from tests.servers import serve
 from tests.upstream import (
     FakeHF,
@@ -97,27 +108,8 @@ def only(kind: str, quirks: str | None = None, **extra: str) -> dict[str, str]:
 
 
 def sse_events(body: bytes) -> list[str]:
-    """The payloads of an SSE body, after checking the framing HF clients need (hf_api.md §8.1).
-
-    Each event is one ``data: <payload>`` line and a blank line; every payload but ``[DONE]`` is a compact
-    JSON object.
-    """
-    text = body.decode()
-    assert text.endswith("\n\n"), text[-80:]
-    payloads = []
-    for event in text[:-2].split("\n\n"):
-        assert event.startswith("data: ") and "\n" not in event, event
-        payload = event[len("data: ") :]
-        if payload != "[DONE]":
-            assert isinstance(json.loads(payload), dict), payload
-            assert payload == json.dumps(json.loads(payload), separators=(",", ":"), ensure_ascii=False)
-        payloads.append(payload)
-    return payloads
-
-
-def objects(payloads: list[str]) -> list[dict[str, Any]]:
-    """The JSON events (``[DONE]`` left out)."""
-    return [json.loads(p) for p in payloads if p != "[DONE]"]
+    """The payloads of an SSE body, framing and compact JSON checked (``clients.sse_payloads``)."""
+    return sse_payloads(body, compact=True)
 
 
 def float32(values: list[float]) -> list[float]:

@@ -26,6 +26,7 @@ from hfasgi.errors import error_type_for_status
 from hfasgi.forwarding.retry import RetryPolicy
 from hfasgi.forwarding.upstream import Timeouts
 from tests.asgi_driver import open_stream, request
+from tests.e2e.clients import sse_payloads
 from tests.servers import free_port
 from tests.upstream import FakeHF, expected_text_classification
 from tests.upstream.shapes import (
@@ -52,7 +53,6 @@ from .test_resilience import (
     scripted,
     served_forwarding_app,
 )
-from .test_streaming import sse_payloads
 
 __all__ = ["key"]  # a fixture shared with test_resilience
 

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.asgi_driver import open_stream, request
+from tests.e2e.clients import objects, sse_payloads
 from tests.upstream import FakeHF, count_tokens, token_texts
 from tests.upstream.fake_hf import STREAM_ERROR
 from tests.upstream.shapes import (
@@ -33,7 +34,7 @@ from tests.upstream.shapes import (
 
 from .test_resilience import Hit, Send, forwarding_app, key, reply, scripted
 
-__all__ = ["key", "sse_payloads"]  # `key` is a fixture shared with test_resilience
+__all__ = ["key"]  # a fixture shared with test_resilience
 
 pytestmark = pytest.mark.anyio
 
@@ -41,30 +42,6 @@ PROMPT = "Stream me a story"
 
 
 # --- framing helpers ------------------------------------------------------------------------------
-
-
-def sse_payloads(body: bytes) -> list[str]:
-    """The payload of every event in ``body``, after checking the framing HF clients parse.
-
-    Each event is exactly one line ``data: <payload>`` (one space, no other field, no multi-line data)
-    followed by a blank line; every payload but ``[DONE]`` is one compact JSON object.
-    """
-    text = body.decode()
-    assert text.endswith("\n\n"), text[-80:]
-    payloads = []
-    for event in text[:-2].split("\n\n"):
-        assert event.startswith("data: ") and "\n" not in event, event
-        payload = event[len("data: ") :]
-        assert payload == payload.strip(), event
-        if payload != "[DONE]":
-            assert isinstance(json.loads(payload), dict), payload
-        payloads.append(payload)
-    return payloads
-
-
-def objects(payloads: list[str]) -> list[dict[str, Any]]:
-    """The JSON events (``[DONE]`` left out)."""
-    return [json.loads(p) for p in payloads if p != "[DONE]"]
 
 
 @dataclass(frozen=True)
