@@ -1,13 +1,15 @@
 """The reference app: the layers assembled in the canonical order in front of a tiny inner app.
 
 ``create_app(Settings.load())`` is what ``hfasgi serve`` runs. The inner app answers the lifespan
-(opening and closing the upstream pool), ``GET /health``, and an enveloped 404/405 for anything else.
+(opening and closing the shared resources), ``GET /health``, ``/health/upstream``, ``/metrics``, and an
+enveloped 404/405 for anything else.
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from hfasgi import __version__
@@ -24,11 +26,21 @@ from hfasgi.catalog import ModelCatalog
 from hfasgi.envelope import ErrorEnvelope
 from hfasgi.errors import ErrorType, send_error
 from hfasgi.forwarding.forwarder import ForwarderConfig, HFForwarder
-from hfasgi.forwarding.local import send_json
 from hfasgi.forwarding.pool import UpstreamPool
 from hfasgi.forwarding.retry import RetryPolicy
 from hfasgi.forwarding.upstream import Timeouts, Upstream, UpstreamKind
 from hfasgi.limits import Limit
+from hfasgi.observability import (
+    AuditConfig,
+    AuditLog,
+    PrometheusMetrics,
+    Telemetry,
+    Tracing,
+    TracingConfig,
+    configure_from_environment,
+    send_metrics,
+)
+from hfasgi.observability.health import HealthConfig, UpstreamHealth, send_health, send_upstream_health
 from hfasgi.operations import DEFAULT_ROUTES, Routes
 from hfasgi.ratelimit import MemoryLimiterStore, RateLimiter, RateLimiterConfig, RedisLimiterStore
 from hfasgi.redis_client import RedisConnection
@@ -39,10 +51,15 @@ from hfasgi.stack import Layer, Resource, layer_resources, resources, stack
 from hfasgi.types import ASGIApp, Receive, Scope, Send
 from hfasgi.validation import RequestValidator, ValidatorConfig
 
-__all__ = ["build_auth", "build_limiter", "create_app", "layers", "layers_from_settings", "send_unrouted"]
-
-_HEALTH_TTL = 5.0
-_PROBE_TIMEOUT = 2.0
+__all__ = [
+    "build_auth",
+    "build_limiter",
+    "build_tracing",
+    "create_app",
+    "layers",
+    "layers_from_settings",
+    "send_unrouted",
+]
 
 
 def build_catalog(settings: Settings) -> ModelCatalog:
@@ -71,14 +88,19 @@ def layers(
     validator: ValidatorConfig | None = None,
     reformatter: ReformatterConfig | bool = True,
     tasks_api: TasksAPIConfig | None = None,
+    tracing: TracingConfig | None = None,
+    tracing_resources: tuple[Resource, ...] = (),
 ) -> list[Layer]:
     """The reference app's layers, outermost first; each declares the shared resources it needs.
 
     ``reformatter=True`` translates between dialects with the forwarder's catalog and routes (``False``:
     no translation, every client must speak its upstream's dialect). ``tasks_api`` serves the
-    provider-style task API (``/hf/tasks/...``).
+    provider-style task API (``/hf/tasks/...``). ``tracing`` puts :class:`Tracing` outermost (spans,
+    metrics, the audit log), with the resources it needs (the SDK's :class:`Telemetry`, an :class:`AuditLog`).
     """
     found = [Layer(RequestId), Layer(ErrorEnvelope)]
+    if tracing is not None:
+        found.insert(0, Layer(Tracing, {"config": tracing}, tracing_resources))
     if tasks_api is not None:
         found.append(Layer(TasksAPI, {"config": tasks_api}))
     if auth is not None:
@@ -170,7 +192,45 @@ def layers_from_settings(settings: Settings, forwarder: ForwarderConfig) -> list
         tasks_api = TasksAPIConfig(
             catalog=catalog, prefix=routes.prefix + settings.tasks_prefix, max_body_bytes=settings.max_body_bytes
         )
-    return layers(forwarder, auth=auth, limiter=limiter, validator=validator, tasks_api=tasks_api)
+    tracing, observers = build_tracing(settings, catalog, routes)
+    return layers(
+        forwarder,
+        auth=auth,
+        limiter=limiter,
+        validator=validator,
+        tasks_api=tasks_api,
+        tracing=tracing,
+        tracing_resources=observers,
+    )
+
+
+def build_tracing(
+    settings: Settings, catalog: ModelCatalog, routes: Routes = DEFAULT_ROUTES, environ: Mapping[str, str] | None = None
+) -> tuple[TracingConfig, tuple[Resource, ...]]:
+    """Spans, metrics and the audit log of ``settings`` and the ``OTEL_*`` variables, with the resources they need.
+
+    The SDK comes from ``OTEL_*`` (:func:`configure_from_environment`); ``HFASGI_METRICS=0`` turns the
+    Prometheus metrics off; ``HFASGI_AUDIT_LOG`` adds the audit log, told every secret it must never write
+    (each upstream's token and the configured API keys).
+    """
+    env = dict(os.environ if environ is None else environ)
+    if not settings.metrics:
+        env["OTEL_METRICS_EXPORTER"] = "none"
+    telemetry = configure_from_environment(env)
+    observers: list[Resource] = [telemetry]
+    sinks = []
+    if settings.audit_log:
+        secrets = [u.token for u in catalog.upstreams.values() if u.token]
+        for entry in (settings.api_keys or "").split(","):
+            key = entry.partition("=")[2] if "=" in entry else entry
+            if key.strip():
+                secrets.append(key.strip())
+        audit_config = AuditConfig(destination=settings.audit_log, bodies=settings.audit_bodies, secrets=tuple(secrets))
+        audit = AuditLog(audit_config)
+        sinks.append(audit.sink)
+        observers.append(audit)
+    config = telemetry.tracing_config(routes=routes, sinks=tuple(sinks), catalog=catalog)
+    return config, tuple(observers)
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
@@ -187,7 +247,10 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         retry=RetryPolicy(attempts=settings.upstream_attempts, loading_wait=settings.loading_wait),
     )
     gateway_layers = layers_from_settings(settings, forwarder)
-    inner = _GatewayApp(catalog, forwarder.routes, forwarder.pool, layer_resources(gateway_layers))
+    health = UpstreamHealth(catalog, forwarder.pool, HealthConfig.for_interval(settings.health_interval))
+    shared = [*layer_resources(gateway_layers), health]  # the pool opens first, the probes close first
+    prometheus = next((r.prometheus for r in shared if isinstance(r, Telemetry)), None)
+    inner = _GatewayApp(catalog, forwarder.routes, health, shared, prometheus)
     return stack(inner, *gateway_layers)
 
 
@@ -209,23 +272,41 @@ async def send_unrouted(scope: Scope, send: Send, routes: Routes) -> None:
 class _GatewayApp:
     """What is left after the layers: lifespan, ``/health``, and enveloped 404/405."""
 
-    def __init__(self, catalog: ModelCatalog, routes: Routes, pool: UpstreamPool, shared: list[Resource]) -> None:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        routes: Routes,
+        health: UpstreamHealth,
+        shared: list[Resource],
+        prometheus: PrometheusMetrics | None = None,
+    ) -> None:
         self.catalog = catalog
+        self.prometheus = prometheus
+        self._metrics_path = routes.prefix + "/metrics"
         self.routes = routes
-        self.pool = pool
+        self.health = health
         self.shared = shared
         self.started = time.monotonic()
-        self._health: tuple[float, dict[str, str]] | None = None
+        self._health_path = routes.prefix + "/health"
+        self._upstream_path = routes.prefix + "/health/upstream"
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         s: Scope = scope
         if s["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        if s["type"] == "http" and s["path"] == self.routes.prefix + "/health" and s["method"] in ("GET", "HEAD"):
-            document = await self._health_document()
-            await send_json(send, 503 if document["status"] == "unhealthy" else 200, document)
-            return
+        if s["type"] == "http" and s["method"] in ("GET", "HEAD"):
+            path = s["path"]
+            if path == self._health_path:
+                models = len(self.catalog.models)
+                await send_health(s, send, self.health, started=self.started, version=__version__, models_count=models)
+                return
+            if path == self._upstream_path:
+                await send_upstream_health(s, send, self.health)
+                return
+            if path == self._metrics_path and self.prometheus is not None:
+                await send_metrics(s, send, self.prometheus)
+                return
         if s["type"] in ("http", "websocket"):
             await send_unrouted(s, send, self.routes)
 
@@ -243,36 +324,3 @@ class _GatewayApp:
         finally:
             await shared.__aexit__(None, None, None)
         await send({"type": "lifespan.shutdown.complete"})
-
-    async def _health_document(self) -> dict[str, Any]:
-        """Liveness plus the upstreams' state, probed at most every 5 s: 503 when no upstream answers."""
-        now = time.monotonic()
-        cached = self._health
-        if cached is None or now - cached[0] > _HEALTH_TTL:
-            probes = await asyncio.gather(*(self._probe(u) for u in self.catalog.upstreams.values()))
-            cached = self._health = (now, dict(zip(self.catalog.upstreams, probes, strict=True)))
-        providers = cached[1]
-        answering = sum(v == "healthy" for v in providers.values())
-        status = "healthy" if answering == len(providers) else "degraded" if answering else "unhealthy"
-        document: dict[str, Any] = {"status": status}
-        if status == "unhealthy":  # what TGI answers (hf_api.md §8.15): HF clients read `error`
-            document.update(error="unhealthy", error_type="healthcheck")
-        return {
-            **document,
-            "uptime": int(now - self.started),
-            "models": len(self.catalog.models),
-            "provider_status": providers,
-            "version": __version__,
-        }
-
-    async def _probe(self, upstream: Upstream) -> str:
-        """``healthy`` when the upstream answers its health URL below 500 within 2 s."""
-        pool = self.pool
-        headers = {"authorization": f"Bearer {upstream.token}"} if upstream.token else {}
-        try:
-            async with asyncio.timeout(_PROBE_TIMEOUT):
-                async with pool.session().get(upstream.health_url(), headers=headers) as response:
-                    await response.read()
-                    return "healthy" if response.status < 500 else "unhealthy"
-        except Exception:  # timeouts, refused connections, TLS errors: all mean "not answering"
-            return "unhealthy"

@@ -33,7 +33,12 @@ class RequestContext:
     __slots__ = (
         "_json",
         "body",
+        "cache_hit",
         "deferred_error",
+        "span",
+        "upstream_attempts",
+        "upstream_duration",
+        "upstream_status",
         "model",
         "operation",
         "principal",
@@ -56,6 +61,17 @@ class RequestContext:
         self.deferred_error: GatewayError | None = None
         """A client error an outer layer found (the task API's 400s), answered by the first layer inside the
         limiter (validator, reformatter or forwarder), so the caller is authenticated and counted first."""
+        self.span: Any = None
+        """The request's SERVER span (set by :class:`~hfasgi.observability.Tracing`): inner layers add
+        attributes and events to it (``if ctx.span is not None: ctx.span.set_attribute(...)``)."""
+        self.upstream_status: int | None = None
+        """The status of the upstream's (last) answer, set by the forwarder."""
+        self.upstream_attempts = 0
+        """How many times the forwarder sent the request upstream (retries = attempts - 1)."""
+        self.upstream_duration: float | None = None
+        """Seconds from the first upstream attempt to the end of the upstream's answer, set by the forwarder."""
+        self.cache_hit: bool | None = None
+        """Whether a response cache answered (``None``: no cache looked)."""
         self.principal: Principal | None = None
         """Who is calling (set by :class:`~hfasgi.auth.ApiKeyAuth`); ``None`` when auth is off."""
         self.upstream_name: str | None = None

@@ -74,6 +74,10 @@ ENVIRONMENT: dict[str, str] = {
     "no_auth": "HFASGI_NO_AUTH",
     "validate": "HFASGI_VALIDATE",
     "tasks_prefix": "HFASGI_TASKS_PREFIX",
+    "audit_log": "HFASGI_AUDIT_LOG",
+    "audit_bodies": "HFASGI_AUDIT_BODIES",
+    "health_interval": "HFASGI_HEALTH_INTERVAL",
+    "metrics": "HFASGI_METRICS",
     "ssl_certfile": "HFASGI_SSL_CERTFILE",
     "ssl_keyfile": "HFASGI_SSL_KEYFILE",
 }
@@ -134,6 +138,14 @@ class Settings:
     """Check request bodies against the route's or task's schema (422 naming the field) before forwarding."""
     tasks_prefix: str = "/hf/tasks/"
     """Where the provider-style task API is served (``/hf/tasks/summarization``, ...); empty: not served."""
+    audit_log: str | None = None
+    """One JSON line per request to this file (``-``: standard output); keys appear only as their id."""
+    audit_bodies: bool = False
+    """Also log request bodies in the audit log, secrets redacted (off: prompts never reach the log)."""
+    health_interval: float = 10.0
+    """Seconds between background probes of every upstream (``GET /health``, ``/health/upstream``)."""
+    metrics: bool = True
+    """Serve ``GET /metrics`` (Prometheus text) and record request metrics (needs the ``otel`` extra)."""
     ssl_certfile: str | None = None
     """Serve HTTPS with this PEM certificate (chain)."""
     ssl_keyfile: str | None = None
@@ -184,6 +196,8 @@ class Settings:
             raise ValueError(f"{_name('redis_url')} must start with redis://, rediss:// or unix://")
         if self.key_store == "redis" and self.redis_url is None:
             raise ValueError(f"{_name('key_store')} = 'redis' needs {_name('redis_url')}")
+        if not self.health_interval > 0:
+            raise ValueError(f"{_name('health_interval')} must be > 0 seconds, got {self.health_interval!r}")
         if self.tasks_prefix and not (self.tasks_prefix.startswith("/") and self.tasks_prefix.endswith("/")):
             raise ValueError(
                 f"{_name('tasks_prefix')} must start and end with '/' (or be empty), got {self.tasks_prefix!r}"
@@ -244,6 +258,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         "upstream_attempts": int,
         "loading_wait": float,
         "default_max_tokens": int,
+        "health_interval": float,
     }
     for name, kind in numbers.items():
         if name in out and isinstance(out[name], str):
@@ -252,7 +267,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             except ValueError:
                 variable = ENVIRONMENT.get(name, name)
                 raise ValueError(f"{variable} must be a number, got {out[name]!r}") from None
-    for name in ("no_auth", "validate"):
+    for name in ("no_auth", "validate", "audit_bodies", "metrics"):
         value = out.get(name)
         if isinstance(value, str):
             flag = _FLAGS.get(value.strip().lower())

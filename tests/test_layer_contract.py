@@ -1,6 +1,6 @@
 """The contract every layer keeps (docs/asgi_craft.md §6, "Testing every layer"), parametrised over the layers.
 
-Subjects: ``RequestId``, ``ErrorEnvelope``, ``TasksAPI``, ``ApiKeyAuth``, ``RateLimiter``, ``RequestValidator``
+Subjects: ``Tracing`` (no-op and with an SDK), ``RequestId``, ``ErrorEnvelope``, ``TasksAPI``, ``ApiKeyAuth``, ``RateLimiter``, ``RequestValidator``
 and ``ResponseReformatter``
 (with keys, limits and schemas configured, on paths that are not the gateway's: they must behave like
 no-ops), and ``HFForwarder`` twice: on a path that is not the gateway's and on a gateway path, where
@@ -27,6 +27,7 @@ from hfasgi.envelope import ErrorEnvelope
 from hfasgi.forwarding.forwarder import ForwarderConfig, HFForwarder
 from hfasgi.limits import Limit
 from hfasgi.operations import Routes
+from hfasgi.observability import Tracing, TracingConfig
 from hfasgi.ratelimit import RateLimiter, RateLimiterConfig
 from hfasgi.reformat import ReformatterConfig, ResponseReformatter, TasksAPI, TasksAPIConfig
 from hfasgi.request_id import RequestId
@@ -161,6 +162,14 @@ class Subject:
         if self.cls is ResponseReformatter:
             config = ReformatterConfig(catalog=gateway.catalog, routes=gateway.routes)
             return Layer(ResponseReformatter, {"config": config})
+        if self.cls is Tracing:
+            if self.name.endswith("sdk"):
+                from opentelemetry.sdk.trace import TracerProvider
+
+                return Layer(
+                    Tracing, {"config": TracingConfig(tracer_provider=TracerProvider(), routes=gateway.routes)}
+                )
+            return Layer(Tracing, {"config": TracingConfig(routes=gateway.routes)})
         if self.cls is TasksAPI:
             return Layer(TasksAPI, {"config": TasksAPIConfig(catalog=gateway.catalog)})
         return Layer(self.cls)
@@ -174,6 +183,8 @@ class Subject:
 
 
 SUBJECTS = [
+    Subject("Tracing", Tracing),
+    Subject("Tracing-sdk", Tracing),
     Subject("RequestId", RequestId),
     Subject("ErrorEnvelope", ErrorEnvelope),
     Subject("ApiKeyAuth-passthrough", ApiKeyAuth),

@@ -100,13 +100,18 @@ class ApiKeyAuth:
         else:
             await self.app(s, receive, send)
             return
+        ctx = get_context(s)
         try:
             principal = await self._authenticate(s)
-            ctx = get_context(s)
             ctx.principal = principal
+            if ctx.span is not None:
+                ctx.span.set_attribute("hfasgi.auth.key_id", principal.id)
             if op is not None and principal.scoped and await self._check_scope(s, receive, ctx, op, principal):
                 receive = replay_receive(s, receive)  # this layer read the body: the app still gets it
         except GatewayError as err:
+            if ctx.span is not None:
+                reason = {"hfasgi.auth.reason": err.error_type, "http.response.status_code": err.status}
+                ctx.span.add_event("hfasgi.auth.refused", reason)
             await err.send(s, send)
             return
         except ClientDisconnected:

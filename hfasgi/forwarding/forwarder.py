@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -29,8 +30,12 @@ from hfasgi.forwarding.sse import SSEFramer
 from hfasgi.forwarding.upstream import Upstream, UpstreamCall, UpstreamKind
 from hfasgi.forwarding.upstream_errors import normalize_error_body, parse_loading
 from hfasgi.forwarding.watchdog import Watchdog
+from hfasgi.observability.tracing import end_upstream_span, inject_trace_context, upstream_span
 from hfasgi.operations import DEFAULT_ROUTES, Dialect, Operation, Route, Routes
 from hfasgi.types import ASGIApp, Headers, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = ["ForwarderConfig", "HFForwarder", "UpstreamBroken"]
 
@@ -145,7 +150,9 @@ class _Exchange:
         "route",
         "scope",
         "send",
+        "span",
         "started",
+        "upstream_started",
     )
 
     def __init__(self, fwd: HFForwarder, scope: Scope, receive: Receive, send: Send, op: Operation) -> None:
@@ -164,6 +171,9 @@ class _Exchange:
         self.disconnected = False
         self.error_payload: bytes | None = None
         self.error_extra: Headers | None = None
+        self.span: Span | None = None
+        """The CLIENT span of the current upstream attempt (only while tracing)."""
+        self.upstream_started: float | None = None
 
     # ------------------------------------------------------------------ before the upstream
     async def prepare(self) -> UpstreamCall | None:
@@ -227,6 +237,7 @@ class _Exchange:
         assert self.route is not None
         upstream = self.route.upstream
         loop = asyncio.get_running_loop()
+        failure: str | None = None
         try:
             with Watchdog(self.receive, upstream.timeouts.total) as dog:
                 response = await self._request(call, upstream, loop)
@@ -234,6 +245,7 @@ class _Exchange:
             if dog.reason == "disconnect":
                 self.disconnected = True
             elif dog.reason == "timeout":
+                failure = "timeout"
                 if self.started:
                     await self._fail_stream(
                         f"Upstream {upstream.name!r} stopped sending (timeout)", ErrorType.UPSTREAM_TIMEOUT
@@ -247,10 +259,12 @@ class _Exchange:
                         f"Upstream {upstream.name!r} did not answer within {upstream.timeouts.total:g} s",
                     )
         except GatewayError as err:
+            failure = err.error_type
             if self.started:
                 raise
             await err.send(self.scope, self.send)
         except _CONNECTION_ERRORS as exc:
+            failure = type(exc).__name__
             if not self.started:
                 await send_error(
                     self.scope,
@@ -263,6 +277,9 @@ class _Exchange:
                 await self._fail_stream(
                     f"Upstream {upstream.name!r} connection lost: {_describe(exc)}", ErrorType.UPSTREAM_UNAVAILABLE
                 )
+        except BaseException as exc:
+            failure = type(exc).__name__
+            raise
         finally:
             upstream_response = self.response
             if upstream_response is not None:
@@ -270,6 +287,16 @@ class _Exchange:
                     upstream_response.close()  # abandon the connection: the upstream sees the cancel at once
                 else:
                     upstream_response.release()
+            if self.upstream_started is not None:  # the end of the upstream's answer
+                self.ctx.upstream_duration = time.perf_counter() - self.upstream_started
+            self._end_attempt(self.ctx.upstream_status, failure)
+
+    def _end_attempt(self, status: int | None, error: str | None = None) -> None:
+        """End the current attempt's CLIENT span, if tracing."""
+        span = self.span
+        if span is not None:
+            self.span = None
+            end_upstream_span(span, status, error)
 
     async def _request(
         self, call: UpstreamCall, upstream: Upstream, loop: asyncio.AbstractEventLoop
@@ -281,14 +308,22 @@ class _Exchange:
         data = self.body or None
         timeout = self.fwd.client_timeout(upstream)
         loading_deadline: float | None = None
+        ctx = self.ctx
+        traced = ctx.span is not None
         attempt = 0
+        self.upstream_started = time.perf_counter()
         while True:
             attempt += 1
+            ctx.upstream_attempts = attempt
+            if traced:
+                span = self.span = upstream_span(ctx, upstream, method, call.url, attempt)
+                inject_trace_context(ctx.span if span is None else span, self.headers)
             try:
                 response = await session.request(
                     method, call.url, data=data, headers=self.headers, timeout=timeout, allow_redirects=False
                 )
             except _CONNECTION_ERRORS as exc:
+                self._end_attempt(None, type(exc).__name__)
                 if attempt >= policy.attempts:
                     raise GatewayError(
                         502,
@@ -297,7 +332,7 @@ class _Exchange:
                     ) from None
                 await asyncio.sleep(policy.delay(attempt))
                 continue
-            status = response.status
+            status = ctx.upstream_status = response.status
             if status == 503:
                 payload = await response.read()
                 estimate = parse_loading(payload)
@@ -308,6 +343,7 @@ class _Exchange:
                     remaining = loading_deadline - loop.time()
                     if remaining > 0:
                         response.release()
+                        self._end_attempt(status)
                         await asyncio.sleep(min(max(estimate, 0.05), remaining))
                         continue
                     # Still loading after the wait: the client gets the 503 with a Retry-After.
@@ -317,6 +353,7 @@ class _Exchange:
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
                 if retry_after is not None and retry_after <= policy.max_retry_after:
                     response.release()
+                    self._end_attempt(status)
                     await asyncio.sleep(retry_after)
                     continue
             self.response = response

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
+_JITTER_RANDOM = random.Random()
+"""Jitter comes from a generator of its own, never from the ``random`` module's shared state."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
@@ -39,7 +42,7 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based): exponential, with jitter."""
         ceiling: float = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
-        return ceiling * random.uniform(0.5, 1.0)
+        return ceiling * _JITTER_RANDOM.uniform(0.5, 1.0)
 
 
 def parse_retry_after(value: str | None) -> float | None:

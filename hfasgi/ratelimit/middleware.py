@@ -129,8 +129,12 @@ class RateLimiter:
                         headers=[(b"retry-after", b"1")],
                     ) from None
                 self._warn(exc, "serving requests uncounted (on_store_error='open')")
+                if ctx.span is not None:
+                    ctx.span.set_attribute("hfasgi.ratelimit.uncounted", True)
                 await self.app(s, receive, send)
                 return
+            if ctx.span is not None:
+                _annotate(ctx.span, charges, decision)
             if not decision.allowed:
                 raise self._refusal(identity, charges, decision, reservation)
         except GatewayError as err:
@@ -286,6 +290,21 @@ def _headers(charges: list[Charge], decision: Decision) -> Headers:
                 out += zip(_REQUEST_NAMES, values, strict=True)
             out += zip(_TOKEN_NAMES, values, strict=True)
     return out
+
+
+def _annotate(span: Any, charges: list[Charge], decision: Decision) -> None:
+    """What is left of each limit on the request's span, and an event when the request is refused."""
+    for charge, state in zip(charges, decision.states, strict=True):
+        left = max(0, charge.limit.count - state.used)
+        span.set_attribute(
+            "hfasgi.ratelimit.remaining" if charge.name == "requests" else "hfasgi.ratelimit.remaining_tokens", left
+        )
+    if decision.refused is not None:
+        refused = charges[decision.refused]
+        retry = decision.states[decision.refused].reset_seconds()
+        span.add_event(
+            "hfasgi.ratelimit.rejected", {"hfasgi.ratelimit.limit": refused.name, "hfasgi.ratelimit.retry_after": retry}
+        )
 
 
 def _anonymous(scope: Scope) -> str:

@@ -141,6 +141,8 @@ class RequestValidator:
             body = await read_body(s, receive, config.max_body_bytes)
             self._validate(s, ctx, op, body)
         except GatewayError as err:
+            if ctx.span is not None:
+                _span_event(ctx.span, err)
             await err.send(s, send)
             return
         except ClientDisconnected:
@@ -182,6 +184,18 @@ class RequestValidator:
         principal = ctx.principal
         if principal is not None and (principal.max_tokens or principal.max_prompt_length):
             _check_caps(ctx, op, document, principal)
+
+
+def _span_event(span: Any, err: GatewayError) -> None:
+    """``hfasgi.validation.error`` on the request's span: the error type and the field's path, never its value."""
+    attributes: dict[str, Any] = {
+        "hfasgi.validation.error_type": err.error_type,
+        "http.response.status_code": err.status,
+    }
+    cause = err.__context__  # a schema violation, raised again as a GatewayError ``from None``
+    if isinstance(cause, Violation) and cause.path:
+        attributes["hfasgi.validation.field"] = cause.path
+    span.add_event("hfasgi.validation.error", attributes)
 
 
 def _content_type(scope: Scope) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from pathlib import Path
 
 import httpx
@@ -17,10 +19,18 @@ pytestmark = pytest.mark.anyio
 
 
 async def health(settings: Settings) -> httpx.Response:
+    """``GET /health`` once the background probes have judged every upstream (bounded wait, no timing asserted)."""
+    settings = dataclasses.replace(settings, health_interval=0.2)
     async with LifespanManager(create_app(settings)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            return await client.get("/health")
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                response = await client.get("/health")
+                judged = "unknown" not in response.json()["provider_status"].values()
+                if judged or asyncio.get_running_loop().time() > deadline:
+                    return response
+                await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("kind", ["tgi", "openai", "router"])
@@ -31,8 +41,10 @@ async def test_healthy_when_the_upstream_answers(upstream: Upstream, fake: FakeH
     assert doc["status"] == "healthy"
     assert doc["provider_status"] == {"default": "healthy"}
     expected_path = "/" if kind == "router" else "/health"
-    assert fake.last().method == "GET"
-    assert fake.last().path == expected_path
+    probe = fake.probes[-1]
+    assert probe.method == "GET" and probe.path == expected_path
+    assert probe.headers["user-agent"].startswith("hfasgi-health/")
+    assert not any(r.headers.get("user-agent", "").startswith("hfasgi-health/") for r in fake.requests)
 
 
 async def test_unhealthy_is_a_503_that_hf_clients_can_read() -> None:

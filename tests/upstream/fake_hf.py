@@ -44,6 +44,8 @@ T = TypeVar("T")
 #: ``fake/<task>`` → task for every task the fake knows.
 DEFAULT_TASKS: dict[str, str] = {f"fake/{task}": task for task in shapes.TASKS}
 STREAM_ERROR = "Request failed during generation: fake stream error"
+PROBE_AGENT = "hfasgi-health/"
+"""The ``User-Agent`` prefix of the gateway's health probes."""
 ONLY_KINDS = ("openai", "tgi", "router", "serverless")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
@@ -380,6 +382,8 @@ class FakeHF:
         self.compat_return_full_text = compat_return_full_text
         self.gate_timeout = gate_timeout
         self.requests: list[RecordedRequest] = []
+        self.probes: list[RecordedRequest] = []
+        """The gateway's background health probes (``User-Agent: hfasgi-health/...``), kept out of :attr:`requests`."""
         self.streams: dict[str, StreamState] = {}
         self.attempts: dict[str, int] = {}
         self.lifespan_events: list[str] = []
@@ -402,6 +406,7 @@ class FakeHF:
         """Forget requests, attempts, streams and pending releases."""
         with self._lock:
             self.requests.clear()
+            self.probes.clear()
             self.attempts.clear()
             self.streams.clear()
             self._released.clear()
@@ -502,7 +507,10 @@ class FakeHF:
         )
         key = headers.get("x-fake-key") or f"{req.method} {req.path}"
         with self._lock:
-            self.requests.append(req)
+            if headers.get("user-agent", "").startswith(PROBE_AGENT):  # the gateway's background health probes
+                self.probes.append(req)
+            else:
+                self.requests.append(req)
             attempt = self.attempts[key] = self.attempts.get(key, 0) + 1
         ex = Exchange(self, send, req, key, attempt)
         watcher = asyncio.ensure_future(_watch(receive, ex.gone))
