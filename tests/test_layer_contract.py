@@ -1,8 +1,7 @@
 """The contract every layer keeps (docs/asgi_craft.md §6, "Testing every layer"), parametrised over the layers.
 
-Subjects: ``Tracing`` (no-op and with an SDK), ``RequestId``, ``ErrorEnvelope``, ``TasksAPI``, ``ApiKeyAuth``, ``RateLimiter``, ``RequestValidator``
-and ``ResponseReformatter``
-(with keys, limits and schemas configured, on paths that are not the gateway's: they must behave like
+Subjects: ``Tracing`` (no-op and with an SDK), ``RequestId``, ``ErrorEnvelope``, ``TasksAPI``,
+``ApiKeyAuth``, ``RateLimiter``, ``RequestValidator`` and ``ResponseReformatter`` (with keys, limits and schemas configured, on paths that are not the gateway's: they must behave like
 no-ops), and ``HFForwarder`` twice: on a path that is not the gateway's and on a gateway path, where
 the "inner app" is the fake HF upstream on a real socket. Each test drives ASGI by hand
 (``tests.asgi_driver`` for responses in flight), so streaming is observed chunk by chunk; order comes
@@ -26,8 +25,8 @@ from hfasgi.context import get_context
 from hfasgi.envelope import ErrorEnvelope
 from hfasgi.forwarding.forwarder import ForwarderConfig, HFForwarder
 from hfasgi.limits import Limit
-from hfasgi.operations import Routes
 from hfasgi.observability import Tracing, TracingConfig
+from hfasgi.operations import Routes
 from hfasgi.ratelimit import RateLimiter, RateLimiterConfig
 from hfasgi.reformat import ReformatterConfig, ResponseReformatter, TasksAPI, TasksAPIConfig
 from hfasgi.request_id import RequestId
