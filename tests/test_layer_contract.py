@@ -2,10 +2,11 @@
 
 Subjects: ``Tracing`` (no-op and with an SDK), ``RequestId``, ``ErrorEnvelope``, ``TasksAPI``,
 ``ApiKeyAuth``, ``RateLimiter``, ``RequestValidator`` and ``ResponseReformatter`` (with keys, limits
-and schemas configured, on paths that are not the gateway's: they must behave like no-ops), and ``HFForwarder`` twice: on a path that is not the gateway's and on a gateway path, where
-the "inner app" is the fake HF upstream on a real socket. Each test drives ASGI by hand
-(``tests.asgi_driver`` for responses in flight), so streaming is observed chunk by chunk; order comes
-from gates and events, never sleeps.
+and schemas configured, on paths that are not the gateway's: they must behave like no-ops), and
+``HFForwarder`` twice: on a path that is not the gateway's and on a gateway path, where the "inner
+app" is the fake HF upstream on a real socket. Each test drives ASGI by hand (``tests.asgi_driver``
+for responses in flight), so streaming is observed chunk by chunk; order comes from gates and events,
+never sleeps.
 """
 
 from __future__ import annotations
