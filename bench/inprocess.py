@@ -22,7 +22,7 @@ async def cpu_per_request(
 
     started = time.process_time_ns()
     for _ in range(n):
-        scope = {"type": "http", "method": "POST", "path": path, "headers": raw,
+        scope = {"type": "http", "method": "POST", "path": path, "headers": raw, "scheme": "http",
                  "client": ("127.0.0.1", 5000), "query_string": b""}  # fmt: skip
         await app(scope, receive, send)
     return (time.process_time_ns() - started) / n / 1000

@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from inprocess import cpu_per_request
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -160,23 +161,6 @@ def variants() -> tuple[dict[str, Any], list[Any]]:
     return stacks, [prometheus, simple, batch, sampled_out, meter]
 
 
-async def cpu_per_request(app: Any, body: bytes, n: int) -> float:
-    """CPU microseconds per request over ``n`` POSTs of ``body`` to the chat route."""
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: Any) -> None:
-        return None
-
-    started = time.process_time_ns()
-    for _ in range(n):
-        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": JSON_HEADERS,
-                 "scheme": "http", "client": ("127.0.0.1", 5000), "query_string": b""}  # fmt: skip
-        await app(scope, receive, send)
-    return (time.process_time_ns() - started) / n / 1000
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20000)
@@ -188,7 +172,7 @@ async def main() -> None:
     for _ in range(args.repeats):  # interleaved, so drifting machine load hits every variant alike
         for kind, body in bodies.items():
             for name, stack in stacks.items():
-                samples[kind, name].append(await cpu_per_request(stack, body, args.requests))
+                samples[kind, name].append(await cpu_per_request(stack, "/v1/chat/completions", body, args.requests))
     print("| request | stack | CPU µs/request (median) | added | added, min-max over repeats |")
     print("| --- | --- | --- | --- | --- |")
     for kind in bodies:
