@@ -16,9 +16,11 @@ from hfasgi.forwarding.pool import UpstreamPool
 from hfasgi.forwarding.retry import RetryPolicy
 from hfasgi.forwarding.upstream import Timeouts, Upstream, UpstreamKind
 from hfasgi.limits import Limit
+from hfasgi.observability import AuditConfig, AuditLog, GatewayMetrics, RequestRecord, Tracing, TracingConfig
 from hfasgi.operations import Dialect, Operation, Route, Routes
 from hfasgi.principal import Principal
 from hfasgi.ratelimit import RateLimiter, RateLimiterConfig
+from hfasgi.reformat import ReformatterConfig, ResponseReformatter, TasksAPI, TasksAPIConfig
 from hfasgi.request_id import RequestId, RequestIdConfig
 from hfasgi.settings import Settings
 from hfasgi.stack import CANONICAL_ORDER, Layer, Lifespan, Resource, layer_resources, resources, stack
@@ -27,12 +29,15 @@ from hfasgi.validation import RequestValidator, ValidatorConfig
 __all__ = [
     "CANONICAL_ORDER",
     "ApiKeyAuth",
+    "AuditConfig",
+    "AuditLog",
     "AuthConfig",
     "Dialect",
     "ErrorEnvelope",
     "ErrorType",
     "ForwarderConfig",
     "GatewayError",
+    "GatewayMetrics",
     "HFForwarder",
     "Layer",
     "Lifespan",
@@ -43,16 +48,23 @@ __all__ = [
     "Principal",
     "RateLimiter",
     "RateLimiterConfig",
+    "ReformatterConfig",
     "RequestContext",
     "RequestId",
     "RequestIdConfig",
+    "RequestRecord",
     "RequestValidator",
     "Resource",
+    "ResponseReformatter",
     "RetryPolicy",
     "Route",
     "Routes",
     "Settings",
+    "TasksAPI",
+    "TasksAPIConfig",
     "Timeouts",
+    "Tracing",
+    "TracingConfig",
     "Upstream",
     "UpstreamKind",
     "UpstreamPool",
