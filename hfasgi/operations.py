@@ -28,7 +28,7 @@ from hfasgi.context import get_context
 from hfasgi.errors import ErrorType, GatewayError
 from hfasgi.types import Scope
 
-__all__ = ["CATALOG_ROUTES", "DEFAULT_ROUTES", "Dialect", "Operation", "Route", "Routes"]
+__all__ = ["CATALOG_ROUTES", "DEFAULT_ROUTES", "Dialect", "Operation", "Route", "Routes", "is_model_id"]
 
 
 class Dialect(StrEnum):
@@ -193,8 +193,13 @@ class Routes:
         return methods
 
 
+def is_model_id(model_id: str) -> bool:
+    """Whether ``model_id`` is a safe model id (``name``, ``org/name``, ``org/name:provider``): ids go into URLs."""
+    return len(model_id) <= 256 and _MODEL_RE.fullmatch(model_id) is not None
+
+
 def _model(model_id: str) -> str:
-    if not _MODEL_RE.fullmatch(model_id) or len(model_id) > 256:
+    if not is_model_id(model_id):
         raise GatewayError(
             400,
             ErrorType.INVALID_REQUEST,

@@ -29,7 +29,7 @@ from typing import Any
 from hfasgi.errors import ErrorType, GatewayError
 from hfasgi.operations import Operation, Route
 from hfasgi.reformat.base import Request, Translator, bad_upstream, unsupported
-from hfasgi.reformat.generation import tgi_samples
+from hfasgi.reformat.generation import tgi_samples, tgi_token_event
 
 __all__ = ["CHAT_TASKS", "task_via_chat"]
 
@@ -248,7 +248,7 @@ class _TextGeneration(Translator):
             return []
         self._texts.append(text)
         out = [] if self._pending is None else [self._pending]
-        self._pending = _token_event(len(self._texts), text)
+        self._pending = tgi_token_event(len(self._texts), text)
         return out
 
     def flush(self) -> list[Any]:
@@ -256,7 +256,7 @@ class _TextGeneration(Translator):
         return [] if held is None else [held]
 
     def end(self) -> list[Any]:
-        last = self._pending if self._pending is not None else _token_event(1, "")
+        last = self._pending if self._pending is not None else tgi_token_event(1, "")
         self._pending = None
         text = "".join(self._texts)
         last["generated_text"] = text if self._prompt is None else self._prompt + text
@@ -270,11 +270,6 @@ class _TextGeneration(Translator):
                 "input_length": _usage_count(usage, "prompt_tokens") or 0,
             }
         return [last]
-
-
-def _token_event(index: int, text: str) -> dict[str, Any]:
-    token = {"id": 0, "text": text, "logprob": 0.0, "special": False}
-    return {"index": index, "token": token, "generated_text": None, "details": None}
 
 
 # --- building the chat request -------------------------------------------------------------------

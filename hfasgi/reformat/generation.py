@@ -38,6 +38,7 @@ __all__ = [
     "completions_to_tgi",
     "tgi_to_completions",
     "tgi_samples",
+    "tgi_token_event",
     "tgi_to_task",
 ]
 
@@ -150,8 +151,8 @@ class TgiFromCompletions(Translator):
             return []  # a finish chunk without text: its reason goes on the held event
         self._parts.append(text)
         self._index += 1
-        token = {"id": 0, "text": text, "logprob": _chunk_logprob(choice.get("logprobs")), "special": False}
-        held, self._held = self._held, {"index": self._index, "token": token, "generated_text": None, "details": None}
+        event = tgi_token_event(self._index, text, _chunk_logprob(choice.get("logprobs")))
+        held, self._held = self._held, event
         return [held] if held is not None else []
 
     def flush(self) -> list[Any]:
@@ -166,8 +167,7 @@ class TgiFromCompletions(Translator):
         last = self._held
         self._held = None
         if last is None:  # no text at all: TGI clients still need one event with a token
-            token = {"id": 0, "text": "", "logprob": 0.0, "special": False}
-            last = {"index": 1, "token": token, "generated_text": None, "details": None}
+            last = tgi_token_event(1, "")
         last["generated_text"] = self._prefix + "".join(self._parts)
         if self._details:
             usage = self._usage
@@ -404,6 +404,12 @@ def tgi_to_task(request: Request) -> TaskForTgi:
         body["parameters"] = {**params, "return_full_text": False}
     upstream_op = Operation(Route.TASK, _TEXT_GENERATION, path_model=request.route.model, task_forced=True)
     return TaskForTgi(upstream_op, body)
+
+
+def tgi_token_event(index: int, text: str, logprob: float = 0.0) -> dict[str, Any]:
+    """One TGI ``/generate_stream`` token event (``id`` 0: an OpenAI-style upstream names no token ids)."""
+    token = {"id": 0, "text": text, "logprob": logprob, "special": False}
+    return {"index": index, "token": token, "generated_text": None, "details": None}
 
 
 def tgi_samples(params: dict[str, Any], default: bool = False) -> bool:

@@ -19,7 +19,8 @@ from hfasgi.context import get_context
 from hfasgi.errors import ErrorType, GatewayError
 from hfasgi.forwarding.local import send_json
 from hfasgi.forwarding.upstream import UpstreamKind
-from hfasgi.reformat.tasks_api.shapes import check_knobs, hf_task, model_id_ok
+from hfasgi.operations import is_model_id
+from hfasgi.reformat.tasks_api.shapes import check_knobs, hf_task
 from hfasgi.types import Receive, Scope, Send
 
 __all__ = ["MAP_BODY_LIMIT", "map_model", "send_models"]
@@ -125,10 +126,10 @@ def _entry(document: Any, catalog: ModelCatalog) -> ModelEntry:
     model = _required(document, "provider_model_id")
     if model in PLACEHOLDER_MODELS:
         raise _bad(f"provider_model_id: {model!r} means the default model; choose another id")
-    if not model_id_ok(model):
+    if not is_model_id(model):
         raise _bad(f"provider_model_id: {model[:100]!r} is not a model id ('name' or 'org/name')")
     hub = _required(document, "hub_model_id")
-    if catalog.upstreams[upstream].kind in _URL_KINDS and not model_id_ok(hub):
+    if catalog.upstreams[upstream].kind in _URL_KINDS and not is_model_id(hub):
         raise _bad(f"hub_model_id: {hub[:100]!r} is not a Hub model id ('org/name')")
     if len(hub) > 1024 or any(ord(c) < 0x20 or c == "\x7f" for c in hub):
         raise _bad("hub_model_id: at most 1024 characters, and no control characters")

@@ -14,17 +14,16 @@ per past input (the shape every answer hands back); anything else is a 400.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from hfasgi.catalog import PLACEHOLDER_MODELS, ModelCatalog
 from hfasgi.errors import ErrorType, GatewayError
-from hfasgi.operations import Operation, Route
+from hfasgi.operations import Operation, Route, is_model_id
 from hfasgi.reformat.base import bad_upstream
 
-__all__ = ["PROVIDER_TASKS", "Conversation", "ProviderCall", "check_knobs", "hf_task", "model_id_ok", "provider_call"]
+__all__ = ["PROVIDER_TASKS", "Conversation", "ProviderCall", "check_knobs", "hf_task", "provider_call"]
 
 PROVIDER_TASKS: Mapping[str, str] = {
     "text-generation": "text-generation",
@@ -43,8 +42,6 @@ PROVIDER_TASKS: Mapping[str, str] = {
 """The provider tasks (endpoint names, ``run``'s ``task``) and the HF task each one is."""
 
 _KNOWN = ", ".join(PROVIDER_TASKS)
-_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.\-]*"
-_MODEL_ID = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*(?::[A-Za-z0-9_.\-]+)?")
 _TEI_OPTIONS = frozenset(
     ("normalize", "prompt_name", "truncate", "truncation_direction", "dimensions", "encoding_format")
 )
@@ -68,11 +65,6 @@ def _bad(message: str) -> GatewayError:
 def hf_task(name: str) -> str:
     """The HF task of a provider task name (``embedding`` → ``feature-extraction``); other names as they are."""
     return PROVIDER_TASKS.get(name, name)
-
-
-def model_id_ok(model: str) -> bool:
-    """Whether ``model`` is a safe model id (``name``, ``org/name``, ``org/name:provider``): ids go into URLs."""
-    return len(model) <= 256 and _MODEL_ID.fullmatch(model) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +191,7 @@ def _model(value: Any, where: str, catalog: ModelCatalog) -> str:
                 ErrorType.MODEL_REQUIRED,
                 f"No model was given and the gateway has no default model: name one in '{where}'",
             ) from None
-    if not model_id_ok(value):
+    if not is_model_id(value):
         raise _bad(f"Invalid model id in '{where}': {value[:100]!r} (expected 'name' or 'org/name')")
     return value
 
