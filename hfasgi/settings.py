@@ -25,6 +25,14 @@ Environment variables (names are stable):
 ``HFASGI_JWT_AUDIENCE``         the required ``aud`` of those tokens
 ``HFASGI_NO_AUTH``              ``1`` to run without authentication (as ``hfasgi serve --no-auth``)
 ``HFASGI_VALIDATE``             ``0`` to forward bodies unchecked (default ``1``: the task schemas apply)
+``HFASGI_CACHE_TTL``            seconds a deterministic answer is served from the cache (default 300; 0: off)
+``HFASGI_CACHE_MAX_ENTRIES``    answers the in-memory cache holds (default 1024; Redis when set is shared)
+``HFASGI_USAGE_DB``             usage records: a SQLite file (default ``hfasgi-usage.db``), a
+                                ``postgresql://`` URL, or ``off``
+``HFASGI_USAGE_SPOOL``          the folder where usage records wait for the database (default: beside it)
+``HFASGI_PRICES``               a TOML price table (nano-USD per token or per request, per model)
+``HFASGI_LOCAL_MODEL``          a model folder or id that ``hfasgi serve`` runs itself with ``transformers serve``
+``HFASGI_LOCAL_START_TIMEOUT``  seconds to wait for that local model to answer (default 300)
 ``HFASGI_SSL_CERTFILE``         serve HTTPS with this certificate (PEM) ...
 ``HFASGI_SSL_KEYFILE``          ... and this private key
 ==============================  ========================================================================
@@ -78,6 +86,13 @@ ENVIRONMENT: dict[str, str] = {
     "audit_bodies": "HFASGI_AUDIT_BODIES",
     "health_interval": "HFASGI_HEALTH_INTERVAL",
     "metrics": "HFASGI_METRICS",
+    "cache_ttl": "HFASGI_CACHE_TTL",
+    "cache_max_entries": "HFASGI_CACHE_MAX_ENTRIES",
+    "usage_db": "HFASGI_USAGE_DB",
+    "usage_spool": "HFASGI_USAGE_SPOOL",
+    "prices_file": "HFASGI_PRICES",
+    "local_model": "HFASGI_LOCAL_MODEL",
+    "local_start_timeout": "HFASGI_LOCAL_START_TIMEOUT",
     "ssl_certfile": "HFASGI_SSL_CERTFILE",
     "ssl_keyfile": "HFASGI_SSL_KEYFILE",
 }
@@ -146,6 +161,23 @@ class Settings:
     """Seconds between background probes of every upstream (``GET /health``, ``/health/upstream``)."""
     metrics: bool = True
     """Serve ``GET /metrics`` (Prometheus text) and record request metrics (needs the ``otel`` extra)."""
+    cache_ttl: float = 300.0
+    """Seconds a deterministic answer is served from the response cache (0: no cache)."""
+    cache_max_entries: int = 1024
+    """Answers the in-memory response cache holds (the Redis cache, with :attr:`redis_url`, is bounded by TTL)."""
+    usage_db: str | None = field(default="hfasgi-usage.db", repr=False)
+    """Where usage records go: a SQLite file, a ``postgresql://`` URL, or ``None``/``off``: no metering."""
+    usage_spool: str | None = None
+    """The folder where usage records wait until the database has them (default: ``<db file>.spool`` beside a
+    SQLite file, ``hfasgi-usage.spool`` for PostgreSQL)."""
+    prices_file: str | None = None
+    """A TOML price table: per model id ``input_nano_usd_per_token``, ``output_nano_usd_per_token`` or
+    ``nano_usd_per_request`` (a model with no price costs 0)."""
+    local_model: str | None = None
+    """A model folder (or Hub id already in the local cache) that ``hfasgi serve`` runs as a child
+    ``transformers serve`` and forwards to."""
+    local_start_timeout: float = 300.0
+    """Seconds to wait for :attr:`local_model` to answer before giving up at start-up."""
     ssl_certfile: str | None = None
     """Serve HTTPS with this PEM certificate (chain)."""
     ssl_keyfile: str | None = None
@@ -201,6 +233,23 @@ class Settings:
         if self.tasks_prefix and not (self.tasks_prefix.startswith("/") and self.tasks_prefix.endswith("/")):
             raise ValueError(
                 f"{_name('tasks_prefix')} must start and end with '/' (or be empty), got {self.tasks_prefix!r}"
+            )
+        if self.cache_ttl < 0:
+            raise ValueError(f"{_name('cache_ttl')} must be >= 0 seconds (0: off), got {self.cache_ttl!r}")
+        if self.cache_max_entries < 1:
+            raise ValueError(f"{_name('cache_max_entries')} must be >= 1, got {self.cache_max_entries!r}")
+        if self.prices_file is not None and not Path(self.prices_file).is_file():
+            raise ValueError(f"{_name('prices_file')}: {self.prices_file!r} does not exist")
+        if self.usage_db is not None and self.usage_db.strip().lower() in ("", "off", "none", "0"):
+            object.__setattr__(self, "usage_db", None)
+        if self.usage_db is not None and "://" in self.usage_db:
+            if not self.usage_db.startswith(("postgresql://", "postgres://")):
+                raise ValueError(
+                    f"{_name('usage_db')} must be a SQLite file path, a postgresql:// URL or 'off'; got a URL"
+                )
+        if not self.local_start_timeout > 0:
+            raise ValueError(
+                f"{_name('local_start_timeout')} must be > 0 seconds, got {self.local_start_timeout!r}"
             )
         if self.jwt_jwks_file is None and (self.jwt_issuer or self.jwt_audience):
             raise ValueError(f"{_name('jwt_issuer')} and {_name('jwt_audience')} need {_name('jwt_jwks_file')}")
@@ -259,6 +308,9 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         "loading_wait": float,
         "default_max_tokens": int,
         "health_interval": float,
+        "cache_ttl": float,
+        "cache_max_entries": int,
+        "local_start_timeout": float,
     }
     for name, kind in numbers.items():
         if name in out and isinstance(out[name], str):
