@@ -21,8 +21,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
 from hfasgi import __version__
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from hfasgi.catalog import ModelCatalog
     from hfasgi.forwarding.upstream import Upstream
+    from hfasgi.observability.spans import FastTracer
 
 __all__ = [
     "TRACER_KEY",
@@ -107,6 +108,8 @@ class Tracing:
         self.config = config = config or TracingConfig()
         provider = config.tracer_provider if config.tracer_provider is not None else trace.get_tracer_provider()
         self._tracer: Tracer = provider.get_tracer("hfasgi", __version__)
+        self._fast = _fast_tracer(self._tracer)
+        """The SDK's pipeline reached directly (see :mod:`~hfasgi.observability.spans`); ``None``: another tracer."""
         self._traced: bool | None = None if isinstance(provider, trace.ProxyTracerProvider) else True
         """``None``: the global provider, traced once an SDK is installed globally (checked per request)."""
         if isinstance(provider, trace.NoOpTracerProvider):
@@ -143,10 +146,14 @@ class Tracing:
                 name = self._names[method] = f"HTTP {method}" if len(self._names) < 64 else "HTTP"
             parent = _remote_context(s["headers"])
             attributes = {"http.request.method": method, "url.path": s["path"], "url.scheme": s.get("scheme", "http")}
-            span = self._tracer.start_span(name, parent, SpanKind.SERVER, attributes, start_time=started)
+            fast = self._fast
+            if fast is not None:
+                span = fast.start(name, parent, SpanKind.SERVER, attributes, started)
+            else:
+                span = self._tracer.start_span(name, parent, SpanKind.SERVER, attributes, start_time=started)
             if span.get_span_context().is_valid:
                 ctx.span = span
-                ctx.values[TRACER_KEY] = self._tracer
+                ctx.values[TRACER_KEY] = fast if fast is not None else self._tracer
                 token = otel_context.attach(trace.set_span_in_context(span, parent))
         exchange = _Exchange(receive, send, self._metrics, ctx)
         failure: BaseException | None = None
@@ -291,7 +298,11 @@ class Tracing:
                 span.add_event("exception", {"exception.type": kind})
             out["error.type"] = kind
             span.set_status(Status(StatusCode.ERROR, record.error_type))
-        span.set_attributes(out)
+        known = getattr(span, "set_known_attributes", None)
+        if known is not None:
+            known(out)  # a GatewaySpan: hfasgi's own values need no validation
+        else:
+            span.set_attributes(out)
 
     def _match(self, scope: Scope) -> Operation | None:
         """The request's operation when no inner layer recognised it (without caching it in the context)."""
@@ -367,6 +378,15 @@ class _Exchange:
         await self._send(message)
 
 
+def _fast_tracer(tracer: Tracer) -> FastTracer | None:
+    """A :class:`FastTracer` on ``tracer`` when it is the SDK's (and the SDK is installed), else ``None``."""
+    try:
+        from hfasgi.observability.spans import FastTracer
+    except ImportError:  # opentelemetry-api alone
+        return None
+    return FastTracer.of(tracer, "hfasgi", __version__)
+
+
 def _remote_context(headers: Any) -> otel_context.Context | None:
     """The caller's trace context (W3C ``traceparent``), or ``None`` when it sent none."""
     for name, _ in headers:
@@ -421,23 +441,46 @@ def upstream_span(ctx: RequestContext, upstream: Upstream, method: str, url: str
     }
     if not credentials:
         attributes["url.full"] = url
-    span: Span = tracer.start_span(
-        f"{method} {upstream.kind.value}", trace.set_span_in_context(server), SpanKind.CLIENT, attributes
-    )
+    name = f"{method} {upstream.kind.value}"
+    start_span = getattr(tracer, "start_span", None)
+    if start_span is None:  # a FastTracer
+        fast: Span = tracer.start(name, trace.set_span_in_context(server), SpanKind.CLIENT, attributes)
+        return fast
+    span: Span = start_span(name, trace.set_span_in_context(server), SpanKind.CLIENT, attributes)
     return span
 
 
 def inject_trace_context(span: Span, headers: dict[str, str]) -> None:
     """Put ``span``'s W3C trace context (``traceparent``, ``tracestate`` when set) in the upstream's headers."""
     headers.pop("tracestate", None)  # the caller's, if it sent one: the injected context carries its own
+    if propagate.get_global_textmap() is _default_textmap() and not baggage.get_all():
+        # the default propagators (W3C trace context + baggage) with no baggage: write the header directly
+        context = span.get_span_context()
+        headers["traceparent"] = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags & 0xFF:02x}"
+        if context.trace_state:
+            headers["tracestate"] = context.trace_state.to_header()
+        return
     propagate.inject(headers, context=trace.set_span_in_context(span))
+
+
+@lru_cache(maxsize=1)
+def _default_textmap() -> Any:
+    """The process's propagator as OpenTelemetry set it up, if it is the default W3C pair; else a marker."""
+    textmap = propagate.get_global_textmap()
+    parts = getattr(textmap, "_propagators", None)
+    names = [type(p).__name__ for p in parts] if isinstance(parts, list) else []
+    return textmap if names == ["TraceContextTextMapPropagator", "W3CBaggagePropagator"] else object()
 
 
 def end_upstream_span(span: Span, status: int | None, error: str | None = None) -> None:
     """End an attempt's CLIENT span: its status code, and ERROR for a failure (``error``) or a 4xx/5xx."""
     if span.is_recording():
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
+            known = getattr(span, "set_known_attributes", None)
+            if known is not None:
+                known({"http.response.status_code": status})
+            else:
+                span.set_attribute("http.response.status_code", status)
         if error is not None or (status is not None and status >= 400):
             span.set_attribute("error.type", error or str(status))
             span.set_status(Status(StatusCode.ERROR))
