@@ -127,7 +127,7 @@ def variants() -> tuple[dict[str, Any], list[Any]]:
     meter = MeterProvider(
         metric_readers=[prometheus.reader], exemplar_filter=AlwaysOffExemplarFilter(), shutdown_on_exit=False
     )
-    gateway_metrics = GatewayMetrics(meter)
+    gateway_metrics = GatewayMetrics(meter, readers=(prometheus.reader,))
     no_metrics = GatewayMetrics(NoOpMeterProvider())
 
     def traced(config: TracingConfig) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import deque
 from typing import Any
 
 from hfasgi.operations import CATALOG_ROUTES, Operation, Route
@@ -182,20 +183,23 @@ class ResponseWatch:
 
     __slots__ = (
         "_head",
+        "_count",
         "_parts",
         "_size",
         "complete",
         "error_type",
+        "events",
         "failed",
         "first_event",
         "input_tokens",
         "model",
         "output_tokens",
+        "recent",
         "status",
         "stream",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, count_events: bool = False) -> None:
         self.status = 0
         """The response status (0: not started)."""
         self.stream = False
@@ -211,6 +215,11 @@ class ResponseWatch:
         self.error_type: str | None = None
         self.failed = False
         """A stream ended with an error event."""
+        self.events = 0
+        """With ``count_events``: the events of a stream but ``[DONE]`` (``data:`` lines), counted as they pass."""
+        self._count = count_events
+        self.recent: deque[bytes] = deque(maxlen=_RECENT)
+        """A stream's last chunks (its usage and its error event are in them)."""
         self._head: bytes | None = None
         self._parts: list[bytes] = []
         self._size = 0
@@ -233,15 +242,15 @@ class ResponseWatch:
 
     def add(self, chunk: bytes) -> None:
         """A non-empty body chunk (the hot path of a stream: two list operations)."""
-        parts = self._parts
         if self.stream:
             if self._head is None:
                 self.first_event = time.perf_counter()
                 self._head = chunk
-            parts.append(chunk)
-            if len(parts) > _RECENT:
-                del parts[0]
+            self.recent.append(chunk)
+            if self._count:
+                self.events += chunk.count(b"\ndata:") + chunk.startswith(b"data:") - (b"[DONE]" in chunk)
             return
+        parts = self._parts
         parts.append(chunk)
         self._size += len(chunk)
         if self._size > _KEEP:  # a huge answer (embeddings of a long list): its head and a tail, where usage is
@@ -252,13 +261,16 @@ class ResponseWatch:
 
     def close(self) -> None:
         """Read what the response said, once it has ended (or stopped); idempotent."""
+        if self.stream:
+            recent = self.recent
+            if recent:
+                self._close_stream(list(recent))
+                recent.clear()
+            return
         parts = self._parts
         if not parts:
             return
         self._parts = []
-        if self.stream:
-            self._close_stream(parts)
-            return
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         if self.status >= 400:
             found = _ERROR_TYPE.search(data, 0, _TAIL)

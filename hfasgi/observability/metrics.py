@@ -10,7 +10,7 @@ Labels are few and bounded: route, status, model, upstream, key id (a key's name
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
@@ -19,6 +19,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from hfasgi import __version__
 from hfasgi.errors import ErrorType, send_error
 from hfasgi.observability.genai import PROVIDER, operation_name
+from hfasgi.observability.histograms import FastHistogram, publish
 from hfasgi.observability.record import RequestRecord
 from hfasgi.types import Scope, Send
 
@@ -34,6 +35,9 @@ METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _FIRST_TOKEN = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 """The GenAI conventions' advice for ``gen_ai.server.time_to_first_token``."""
+_DURATION = "From a request's arrival to the last byte of its response"
+_UPSTREAM = "From the first upstream attempt to the end of the upstream's answer"
+_FIRST = "From a streamed request's arrival to its first event"
 _GENAI_SECONDS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 _GENAI_TOKENS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 
@@ -88,9 +92,14 @@ class GatewayMetrics:
     ``genai=True`` adds the GenAI conventions' ``gen_ai.client.operation.duration`` and
     ``gen_ai.client.token.usage`` for the upstream hop (three more histogram records, ~15 µs, per request).
     ``meter_provider=None``: the global provider (a no-op with ``opentelemetry-api`` alone).
+    ``readers``: the provider's SDK metric readers (cumulative ones, such as :attr:`PrometheusMetrics.reader`):
+    the three duration histograms are then aggregated here and added to each of their collections
+    (:mod:`~hfasgi.observability.histograms`, about 1 µs a record instead of 6–7 µs).
     """
 
-    def __init__(self, meter_provider: metrics.MeterProvider | None = None, *, genai: bool = False) -> None:
+    def __init__(
+        self, meter_provider: metrics.MeterProvider | None = None, *, genai: bool = False, readers: Sequence[Any] = ()
+    ) -> None:
         provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
         self._provider = provider
         self._static: bool | None = not isinstance(provider, metrics.NoOpMeterProvider)
@@ -120,24 +129,27 @@ class GatewayMetrics:
         meter.create_observable_up_down_counter(
             "hfasgi.streams.active", [self.streams.observe], "{stream}", "Streamed responses in flight"
         )
-        self.duration = meter.create_histogram(
-            "hfasgi.request.duration",
-            "s",
-            "From a request's arrival to the last byte of its response",
-            explicit_bucket_boundaries_advisory=_SECONDS,
-        )
-        self.upstream_duration = meter.create_histogram(
-            "hfasgi.upstream.duration",
-            "s",
-            "From the first upstream attempt to the end of the upstream's answer",
-            explicit_bucket_boundaries_advisory=_SECONDS,
-        )
-        self.first_token = meter.create_histogram(
-            "hfasgi.time_to_first_token",
-            "s",
-            "From a streamed request's arrival to its first event",
-            explicit_bucket_boundaries_advisory=_FIRST_TOKEN,
-        )
+        self.fast: tuple[FastHistogram, FastHistogram, FastHistogram] | None = None
+        """With ``readers``: the three histograms, aggregated here and published to those readers."""
+        if readers:
+            fast = (
+                FastHistogram("hfasgi.request.duration", "s", _DURATION, _SECONDS, ("route", "status", "model")),
+                FastHistogram("hfasgi.upstream.duration", "s", _UPSTREAM, _SECONDS, ("upstream", "status")),
+                FastHistogram("hfasgi.time_to_first_token", "s", _FIRST, _FIRST_TOKEN, ("route", "model")),
+            )
+            self.fast = fast
+            for reader in readers:
+                publish(reader, lambda: fast, ("hfasgi", __version__))
+        else:
+            self.duration = meter.create_histogram(
+                "hfasgi.request.duration", "s", _DURATION, explicit_bucket_boundaries_advisory=_SECONDS
+            )
+            self.upstream_duration = meter.create_histogram(
+                "hfasgi.upstream.duration", "s", _UPSTREAM, explicit_bucket_boundaries_advisory=_SECONDS
+            )
+            self.first_token = meter.create_histogram(
+                "hfasgi.time_to_first_token", "s", _FIRST, explicit_bucket_boundaries_advisory=_FIRST_TOKEN
+            )
         self.genai = genai
         if genai:
             self.operation_duration = meter.create_histogram(
@@ -175,20 +187,16 @@ class GatewayMetrics:
         model = record.model
         status = record.status
         self.requests.add((route, status, model))
-        attributes: dict[str, Any] = {"route": route, "status": status}
-        if model is not None:
-            attributes["model"] = model
-        self.duration.record(record.duration, attributes)
         upstream = record.upstream
-        if record.upstream_duration is not None and upstream is not None:
-            self.upstream_duration.record(
-                record.upstream_duration, {"upstream": upstream, "status": record.upstream_status or 0}
-            )
-        if record.time_to_first_token is not None:
-            timing: dict[str, Any] = {"route": route}
-            if model is not None:
-                timing["model"] = model
-            self.first_token.record(record.time_to_first_token, timing)
+        fast = self.fast
+        if fast is not None:
+            fast[0].record(record.duration, (route, status, model))
+            if record.upstream_duration is not None and upstream is not None:
+                fast[1].record(record.upstream_duration, (upstream, record.upstream_status or 0))
+            if record.time_to_first_token is not None:
+                fast[2].record(record.time_to_first_token, (route, model))
+        else:
+            self._sdk_histograms(record, route, status, model, upstream)
         if record.attempts > 1 and upstream is not None:
             self.retries.add((upstream,), record.attempts - 1)
         key = record.key_id or "anonymous"
@@ -201,6 +209,23 @@ class GatewayMetrics:
             self.tokens.add(("output", key, model), outputs)
         if self.genai and record.attempts:
             self._genai(record, inputs, outputs)
+
+    def _sdk_histograms(
+        self, record: RequestRecord, route: str, status: int, model: str | None, upstream: str | None
+    ) -> None:
+        attributes: dict[str, Any] = {"route": route, "status": status}
+        if model is not None:
+            attributes["model"] = model
+        self.duration.record(record.duration, attributes)
+        if record.upstream_duration is not None and upstream is not None:
+            self.upstream_duration.record(
+                record.upstream_duration, {"upstream": upstream, "status": record.upstream_status or 0}
+            )
+        if record.time_to_first_token is not None:
+            timing: dict[str, Any] = {"route": route}
+            if model is not None:
+                timing["model"] = model
+            self.first_token.record(record.time_to_first_token, timing)
 
     def _genai(self, record: RequestRecord, inputs: int | None, outputs: int | None) -> None:
         operation = operation_name(record.route, record.task)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from hfasgi import __version__
-from hfasgi.observability.metrics import PrometheusMetrics
+from hfasgi.observability.metrics import GatewayMetrics, PrometheusMetrics
 from hfasgi.observability.tracing import TracingConfig
 
 if TYPE_CHECKING:
@@ -72,10 +72,16 @@ class Telemetry:
         self.exporters = exporters
         """The span exporters :meth:`open` attaches (``console``, ``otlp``)."""
         self._opened = False
+        self._metrics: GatewayMetrics | None = None
 
     def tracing_config(self, **options: Any) -> TracingConfig:
         """A :class:`TracingConfig` with these providers (``routes=``, ``sinks=``, ``catalog=``, ...)."""
         provider: TracerProvider | None = self.tracer_provider
+        if "metrics" not in options and self.prometheus is not None and self.meter_provider is not None:
+            # the Prometheus reader is this app's only reader: the histograms are aggregated in hfasgi
+            if self._metrics is None:
+                self._metrics = GatewayMetrics(self.meter_provider, readers=(self.prometheus.reader,))
+            options["metrics"] = self._metrics
         return TracingConfig(tracer_provider=provider, meter_provider=self.meter_provider, **options)
 
     async def open(self) -> None:

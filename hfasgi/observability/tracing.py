@@ -358,12 +358,18 @@ class _Exchange:
     async def send(self, message: Message) -> None:
         watch = self.watch
         if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                chunk = message.get("body")
+                if chunk:
+                    if watch.stream and watch.first_event is not None:
+                        watch.recent.append(chunk)  # a stream's next event: what ResponseWatch.add does, inline
+                    else:
+                        watch.add(chunk)
+                await self._send(message)
+                return
             chunk = message.get("body")
             if chunk:
                 watch.add(chunk)
-            if message.get("more_body", False):
-                await self._send(message)
-                return
             watch.complete = True
             await self._send(message)
             if self.ended is None:

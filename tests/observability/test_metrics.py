@@ -281,3 +281,96 @@ def test_the_environment_configures_metrics() -> None:
     assert configure_from_environment({"OTEL_METRICS_EXPORTER": "none"}).prometheus is None
     with pytest.raises(ValueError, match="OTEL_METRICS_EXPORTER"):
         configure_from_environment({"OTEL_METRICS_EXPORTER": "otlp"})
+
+
+def _records() -> list[RequestRecord]:
+    """Records spread over every bucket boundary, label sets with and without a model, streams and not."""
+    durations = [0.0, 0.005, 0.0050001, 0.01, 0.3, 1.0, 2.5, 7.0, 299.0, 300.0, 301.0, 1e6]
+    found = []
+    for index, duration in enumerate(durations * 3):
+        found.append(
+            RequestRecord(
+                request_id=str(index),
+                started=0.0,
+                duration=duration,
+                method="POST",
+                path="/",
+                route=("chat", "task", None)[index % 3],
+                status=(200, 429, 502)[index % 3],
+                model=("m/a", None)[index % 2],
+                upstream="default" if index % 4 else None,
+                upstream_duration=duration / 2,
+                upstream_status=(200, 503)[index % 2],
+                time_to_first_token=duration / 3 if index % 2 else None,
+                stream=bool(index % 2),
+            )
+        )
+    return found
+
+
+@pytest.mark.parametrize("name", ["hfasgi.request.duration", "hfasgi.upstream.duration", "hfasgi.time_to_first_token"])
+def test_histograms_aggregated_in_hfasgi_equal_the_sdks(name: str) -> None:
+    sdk_reader, fast_reader = InMemoryMetricReader(), InMemoryMetricReader()
+    sdk_provider = MeterProvider(metric_readers=[sdk_reader], shutdown_on_exit=False)
+    fast_provider = MeterProvider(metric_readers=[fast_reader], shutdown_on_exit=False)
+    sdk, fast = GatewayMetrics(sdk_provider), GatewayMetrics(fast_provider, readers=(fast_reader,))
+    assert sdk.fast is None and fast.fast is not None
+    for record in _records():
+        sdk.record(record)
+        fast.record(record)
+
+    def shape(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
+        return sorted(
+            (
+                tuple(sorted(attributes.items())),
+                tuple(p.bucket_counts),
+                tuple(p.explicit_bounds),
+                p.count,
+                round(p.sum, 9),
+                p.min,
+                p.max,
+            )
+            for attributes, p in points(reader, name)
+        )
+
+    expected = shape(sdk_reader)
+    assert expected and shape(fast_reader) == expected
+    assert shape(fast_reader) == expected  # a second collection: cumulative, unchanged
+    sdk_provider.shutdown()
+    fast_provider.shutdown()
+
+
+def test_the_reference_setup_serves_hfasgis_histograms_in_prometheus_text() -> None:
+    telemetry = configure_from_environment({})
+    metrics = telemetry.tracing_config().metrics
+    assert metrics is not None and metrics.fast is not None
+    assert telemetry.tracing_config().metrics is metrics  # one aggregation, published once
+    reference = PrometheusMetrics()
+    provider = MeterProvider(metric_readers=[reference.reader], shutdown_on_exit=False)
+    sdk = GatewayMetrics(provider)
+    for record in _records():
+        metrics.record(record)
+        sdk.record(record)
+    assert telemetry.prometheus is not None
+    ours = _family(telemetry.prometheus.render().decode(), "hfasgi_request_duration_seconds")
+    theirs = _family(reference.render().decode(), "hfasgi_request_duration_seconds")
+    assert ours is not None and theirs is not None
+    assert sorted((s.name, sorted(s.labels.items()), s.value) for s in ours.samples) == sorted(
+        (s.name, sorted(s.labels.items()), s.value) for s in theirs.samples
+    )
+    provider.shutdown()
+
+
+def test_fast_histograms_bound_their_label_sets() -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    metrics = GatewayMetrics(provider, readers=(reader,))
+    base = RequestRecord(request_id="r", started=0.0, duration=0.01, method="POST", path="/", route="chat", status=200)
+    for i in range(2005):
+        metrics.record(RequestRecord(**{**_fields(base), "model": f"model-{i}"}))
+    series = points(reader, "hfasgi.request.duration")
+    assert len(series) == 2001
+    overflow = [p for attributes, p in series if attributes.get("otel.metric.overflow") is True]
+    assert len(overflow) == 1 and overflow[0].count == 5
+    assert sum(p.count for _, p in series) == 2005
+    provider.shutdown()
