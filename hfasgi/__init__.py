@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 from hfasgi.app import create_app, layers, layers_from_settings
 from hfasgi.auth import ApiKeyAuth, AuthConfig
+from hfasgi.cache import CacheConfig, MemoryCacheStore, RedisCacheStore, ResponseCache
 from hfasgi.catalog import ModelCatalog, ModelEntry
 from hfasgi.context import RequestContext, get_context
 from hfasgi.envelope import ErrorEnvelope
@@ -24,6 +25,10 @@ from hfasgi.reformat import ReformatterConfig, ResponseReformatter, TasksAPI, Ta
 from hfasgi.request_id import RequestId, RequestIdConfig
 from hfasgi.settings import Settings
 from hfasgi.stack import CANONICAL_ORDER, Layer, Lifespan, Resource, layer_resources, resources, stack
+from hfasgi.usage.ledger import UsageLedger
+from hfasgi.usage.meter import UsageMeter, UsageMeterConfig
+from hfasgi.usage.prices import Price, PriceTable
+from hfasgi.usage.record import UsageRecord
 from hfasgi.validation import RequestValidator, ValidatorConfig
 
 __all__ = [
@@ -32,6 +37,7 @@ __all__ = [
     "AuditConfig",
     "AuditLog",
     "AuthConfig",
+    "CacheConfig",
     "Dialect",
     "ErrorEnvelope",
     "ErrorType",
@@ -42,12 +48,16 @@ __all__ = [
     "Layer",
     "Lifespan",
     "Limit",
+    "MemoryCacheStore",
     "ModelCatalog",
     "ModelEntry",
     "Operation",
+    "Price",
+    "PriceTable",
     "Principal",
     "RateLimiter",
     "RateLimiterConfig",
+    "RedisCacheStore",
     "ReformatterConfig",
     "RequestContext",
     "RequestId",
@@ -55,6 +65,7 @@ __all__ = [
     "RequestRecord",
     "RequestValidator",
     "Resource",
+    "ResponseCache",
     "ResponseReformatter",
     "RetryPolicy",
     "Route",
@@ -68,6 +79,10 @@ __all__ = [
     "Upstream",
     "UpstreamKind",
     "UpstreamPool",
+    "UsageLedger",
+    "UsageMeter",
+    "UsageMeterConfig",
+    "UsageRecord",
     "ValidatorConfig",
     "__version__",
     "create_app",

@@ -22,6 +22,7 @@ from hfasgi.auth import (
     MemoryKeyStore,
     RedisKeyStore,
 )
+from hfasgi.cache import CacheConfig, MemoryCacheStore, RedisCacheStore
 from hfasgi.catalog import ModelCatalog
 from hfasgi.envelope import ErrorEnvelope
 from hfasgi.errors import ErrorType, send_error
@@ -30,6 +31,7 @@ from hfasgi.forwarding.pool import UpstreamPool
 from hfasgi.forwarding.retry import RetryPolicy
 from hfasgi.forwarding.upstream import Timeouts, Upstream, UpstreamKind
 from hfasgi.limits import Limit
+from hfasgi.local.wiring import add_local_model, install_local_model
 from hfasgi.observability import (
     AuditConfig,
     AuditLog,
@@ -49,11 +51,15 @@ from hfasgi.request_id import RequestId
 from hfasgi.settings import Settings
 from hfasgi.stack import Layer, Resource, layer_resources, resources, stack
 from hfasgi.types import ASGIApp, Receive, Scope, Send
+from hfasgi.usage.meter import UsageMeter, UsageMeterConfig
+from hfasgi.usage.prices import PriceTable
 from hfasgi.validation import RequestValidator, ValidatorConfig
 
 __all__ = [
     "build_auth",
+    "build_cache",
     "build_limiter",
+    "build_meter",
     "build_tracing",
     "create_app",
     "layers",
@@ -63,7 +69,8 @@ __all__ = [
 
 
 def build_catalog(settings: Settings) -> ModelCatalog:
-    """The model catalog of ``settings``: the default upstream, plus the catalog file if any."""
+    """The model catalog of ``settings``: the default upstream, plus the catalog file if any, plus the local model
+    (``local_model``: see :func:`hfasgi.local.wiring.add_local_model`)."""
     timeouts = Timeouts(total=settings.upstream_timeout, read=min(120.0, settings.upstream_timeout))
     default = Upstream(
         name="default",
@@ -76,8 +83,9 @@ def build_catalog(settings: Settings) -> ModelCatalog:
         catalog = ModelCatalog.from_toml(settings.models_file, default)
         if settings.default_model:
             catalog.default_model = settings.default_model
-        return catalog
-    return ModelCatalog.single(default, default_model=settings.default_model)
+    else:
+        catalog = ModelCatalog.single(default, default_model=settings.default_model)
+    return add_local_model(catalog, settings) if settings.local_model else catalog
 
 
 def layers(
@@ -85,7 +93,9 @@ def layers(
     *,
     auth: AuthConfig | None = None,
     limiter: RateLimiterConfig | None = None,
+    meter: UsageMeterConfig | None = None,
     validator: ValidatorConfig | None = None,
+    cache: CacheConfig | None = None,
     reformatter: ReformatterConfig | bool = True,
     tasks_api: TasksAPIConfig | None = None,
     tracing: TracingConfig | None = None,
@@ -97,6 +107,8 @@ def layers(
     no translation, every client must speak its upstream's dialect). ``tasks_api`` serves the
     provider-style task API (``/hf/tasks/...``). ``tracing`` puts :class:`Tracing` outermost (spans,
     metrics, the audit log), with the resources it needs (the SDK's :class:`Telemetry`, an :class:`AuditLog`).
+    ``meter`` records every inference request's usage in its ledger (and serves the billing endpoints);
+    ``cache`` answers deterministic requests from its store.
     """
     found = [Layer(RequestId), Layer(ErrorEnvelope)]
     if tracing is not None:
@@ -108,8 +120,14 @@ def layers(
         found.append(Layer(ApiKeyAuth, {"config": auth}, auth_resources))
     if limiter is not None:
         found.append(Layer(RateLimiter, {"config": limiter}, (limiter.store,)))
+    if meter is not None:
+        ledger = meter.ledger
+        opened = (ledger,) if callable(getattr(ledger, "open", None)) else ()
+        found.append(Layer(UsageMeter, {"config": meter}, opened))  # type: ignore[arg-type]
     if validator is not None:
         found.append(Layer(RequestValidator, {"config": validator}))
+    if cache is not None:
+        found.append(cache.middleware)
     if reformatter is True:
         reformatter = ReformatterConfig(
             catalog=forwarder.catalog, routes=forwarder.routes, max_body_bytes=forwarder.max_body_bytes
@@ -173,6 +191,33 @@ def build_limiter(
     )
 
 
+def build_cache(
+    settings: Settings, catalog: ModelCatalog, redis: RedisConnection | None, *, routes: Routes = DEFAULT_ROUTES
+) -> CacheConfig | None:
+    """The response cache of ``settings`` (``None`` with ``cache_ttl = 0``): in Redis when it is configured."""
+    if not settings.cache_ttl > 0:
+        return None
+    ttl = settings.cache_ttl
+    store = RedisCacheStore(redis, ttl) if redis is not None else MemoryCacheStore(settings.cache_max_entries, ttl)
+    return CacheConfig(store=store, catalog=catalog, routes=routes, ttl=ttl, max_body_bytes=settings.max_body_bytes)
+
+
+def build_meter(settings: Settings, routes: Routes = DEFAULT_ROUTES) -> UsageMeterConfig | None:
+    """Usage metering of ``settings`` (``None`` with ``usage_db`` off): the ledger, its spool and the prices."""
+    if settings.usage_db is None:
+        return None
+    from hfasgi.usage.ledger import UsageLedger
+    from hfasgi.usage.stores import store_for
+
+    database = settings.usage_db
+    spool = settings.usage_spool
+    if spool is None:
+        spool = "hfasgi-usage.spool" if "://" in database else database + ".spool"
+    prices = PriceTable.from_toml(settings.prices_file) if settings.prices_file else PriceTable()
+    ledger = UsageLedger(store_for(database), spool)
+    return UsageMeterConfig(ledger=ledger, prices=prices, routes=routes, default_max_tokens=settings.default_max_tokens)
+
+
 def layers_from_settings(settings: Settings, forwarder: ForwarderConfig) -> list[Layer]:
     """The reference app's layers as ``settings`` configure them, around ``forwarder`` (whose routes they share).
 
@@ -197,7 +242,9 @@ def layers_from_settings(settings: Settings, forwarder: ForwarderConfig) -> list
         forwarder,
         auth=auth,
         limiter=limiter,
+        meter=build_meter(settings, routes),
         validator=validator,
+        cache=build_cache(settings, catalog, redis, routes=routes),
         tasks_api=tasks_api,
         tracing=tracing,
         tracing_resources=observers,
@@ -247,6 +294,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         retry=RetryPolicy(attempts=settings.upstream_attempts, loading_wait=settings.loading_wait),
     )
     gateway_layers = layers_from_settings(settings, forwarder)
+    if settings.local_model:  # the child `transformers serve`: its gate before the forwarder, its process a resource
+        gateway_layers = install_local_model(gateway_layers, settings, forwarder)
     health = UpstreamHealth(catalog, forwarder.pool, HealthConfig.for_interval(settings.health_interval))
     shared = [*layer_resources(gateway_layers), health]  # the pool opens first, the probes close first
     prometheus = next((r.prometheus for r in shared if isinstance(r, Telemetry)), None)

@@ -1,10 +1,13 @@
-"""The ``hfasgi`` command: ``hfasgi serve`` runs the reference gateway (uvicorn), ``hfasgi keys`` manages API keys."""
+"""The ``hfasgi`` command: ``hfasgi serve`` runs the reference gateway (uvicorn), ``hfasgi keys`` manages API keys,
+``hfasgi local`` builds a model folder for ``hfasgi serve --local-model DIR``."""
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from hfasgi import __version__
 from hfasgi.settings import ENVIRONMENT, Settings
@@ -14,6 +17,7 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     from hfasgi import keys_cli
+    from hfasgi.local import commands as local_commands
 
     parser = argparse.ArgumentParser(prog="hfasgi", description="A Hugging Face-compatible inference gateway.")
     parser.add_argument("--version", action="version", version=f"hfasgi {__version__}")
@@ -38,7 +42,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--ssl-keyfile", metavar="FILE", help=f"the private key (PEM) of --ssl-certfile (${ENVIRONMENT['ssl_keyfile']})"
     )
+    serve.add_argument(
+        "--local-model",
+        metavar="PATH_OR_ID",
+        help="run this model folder (or cached Hub id) with `transformers serve` and forward to it; needs "
+        f"hfasgi[local] and no Hugging Face token (${ENVIRONMENT['local_model']})",
+    )
+    serve.add_argument(
+        "--local-start-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"how long the local model may take to answer at start-up (${ENVIRONMENT['local_start_timeout']})",
+    )
     keys_cli.add_parser(commands)
+    local_commands.add_parser(commands)
     return parser
 
 
@@ -52,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hfasgi import keys_cli
 
         return keys_cli.run(args)
+    if args.command == "local":
+        from hfasgi.local import commands as local_commands
+
+        return local_commands.run(args)
     return _serve(args)
 
 
@@ -64,6 +85,8 @@ def _serve(args: argparse.Namespace) -> int:
             no_auth=args.no_auth,
             ssl_certfile=args.ssl_certfile,
             ssl_keyfile=args.ssl_keyfile,
+            local_model=args.local_model,
+            local_start_timeout=args.local_start_timeout,
         )
     except ValueError as exc:
         print(f"hfasgi: invalid settings: {exc}", file=sys.stderr)
@@ -82,14 +105,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     scheme = "https" if settings.ssl_certfile else "http"
     address = f"{scheme}://{settings.host}:{settings.port}"
-    print(
-        f"hfasgi {__version__}: forwarding to {settings.upstream_kind} upstream {settings.upstream_url} on {address}",
-        file=sys.stderr,
-    )
+    print(f"hfasgi {__version__}: {_upstream_line(settings)} on {address}", file=sys.stderr)
     if settings.no_auth:
+        spends = "use its local model" if _local_only(settings) else "use its Hugging Face token"
         print(
-            f"hfasgi: WARNING: authentication is off (--no-auth): anyone who can reach {address} "
-            "can use its Hugging Face token",
+            f"hfasgi: WARNING: authentication is off (--no-auth): anyone who can reach {address} can {spends}",
             file=sys.stderr,
         )
     else:
@@ -104,8 +124,36 @@ def _serve(args: argparse.Namespace) -> int:
         server_header=False,
         ssl_certfile=settings.ssl_certfile,
         ssl_keyfile=settings.ssl_keyfile,
+        log_config=_log_config(args.log_level) if settings.local_model else uvicorn.config.LOGGING_CONFIG,
     )
     return 0
+
+
+def _local_only(settings: Settings) -> bool:
+    from hfasgi.local.wiring import local_only
+
+    return bool(settings.local_model) and local_only(settings)
+
+
+def _upstream_line(settings: Settings) -> str:
+    """What the gateway forwards to, for the start-up line."""
+    upstream = f"forwarding to {settings.upstream_kind} upstream {settings.upstream_url}"
+    if not settings.local_model:
+        return upstream
+    from hfasgi.local.wiring import local_model_id
+
+    model = settings.local_model
+    local = f"running local model {local_model_id(model)!r} ({model}) with transformers serve"
+    return local if _local_only(settings) else f"{upstream}, and {local}"
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus the ``hfasgi.local`` logger (the local model's own output) on its console handler."""
+    import uvicorn.config
+
+    config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["hfasgi.local"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
 
 
 def _auth_sources(settings: Settings) -> str:

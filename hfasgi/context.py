@@ -39,6 +39,7 @@ class RequestContext:
         "upstream_attempts",
         "upstream_duration",
         "upstream_status",
+        "upstream_usage",
         "model",
         "operation",
         "principal",
@@ -64,6 +65,9 @@ class RequestContext:
         self.span: Any = None
         """The request's SERVER span (set by :class:`~hfasgi.observability.Tracing`): inner layers add
         attributes and events to it (``if ctx.span is not None: ctx.span.set_attribute(...)``)."""
+        self.upstream_usage: tuple[int | None, int | None] | None = None
+        """``(prompt, completion)`` tokens of a translated answer's upstream ``usage`` (set by the reformatter,
+        since the client's dialect may not carry them: a TGI answer has no prompt count)."""
         self.upstream_status: int | None = None
         """The status of the upstream's (last) answer, set by the forwarder."""
         self.upstream_attempts = 0

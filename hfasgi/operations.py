@@ -55,6 +55,10 @@ class Route(StrEnum):
     """``GET {tasks prefix}models`` of the provider-style task API (answered from the catalog)."""
     TASK_MODEL_MAP = "task_model_map"
     """``POST {tasks prefix}models/map`` of the provider-style task API (adds a catalog model)."""
+    BILLING_USAGE = "billing_usage"
+    """``GET {tasks prefix}billing/usage``: the caller's usage records (answered by the usage meter)."""
+    BILLING_COST = "billing_cost"
+    """``POST {tasks prefix}billing/cost``: prices requests without running them (answered by the usage meter)."""
 
 
 _DIALECT = {
@@ -69,10 +73,15 @@ _DIALECT = {
     Route.INFO: Dialect.TGI,
     Route.TASK_MODELS: Dialect.TASK,
     Route.TASK_MODEL_MAP: Dialect.TASK,
+    Route.BILLING_USAGE: Dialect.TASK,
+    Route.BILLING_COST: Dialect.TASK,
 }
 
-CATALOG_ROUTES = frozenset({Route.MODELS, Route.INFO, Route.TASK_MODELS, Route.TASK_MODEL_MAP})
-"""Routes about the gateway's models rather than inference: no model or task scope, no limits, no schema."""
+CATALOG_ROUTES = frozenset(
+    {Route.MODELS, Route.INFO, Route.TASK_MODELS, Route.TASK_MODEL_MAP, Route.BILLING_USAGE, Route.BILLING_COST}
+)
+"""Routes about the gateway (its models, its billing) rather than inference: no model or task scope, no limits,
+no schema."""
 _TASK = {
     Route.CHAT: "chat-completion",
     Route.COMPLETIONS: "text-generation",

@@ -25,7 +25,7 @@ Environment variables (names are stable):
 ``HFASGI_JWT_AUDIENCE``         the required ``aud`` of those tokens
 ``HFASGI_NO_AUTH``              ``1`` to run without authentication (as ``hfasgi serve --no-auth``)
 ``HFASGI_VALIDATE``             ``0`` to forward bodies unchecked (default ``1``: the task schemas apply)
-``HFASGI_CACHE_TTL``            seconds a deterministic answer is served from the cache (default 300; 0: off)
+``HFASGI_CACHE_TTL``            seconds a deterministic answer is served from the cache (default 0: no cache)
 ``HFASGI_CACHE_MAX_ENTRIES``    answers the in-memory cache holds (default 1024; Redis when set is shared)
 ``HFASGI_USAGE_DB``             usage records: a SQLite file (default ``hfasgi-usage.db``), a
                                 ``postgresql://`` URL, or ``off``
@@ -161,8 +161,9 @@ class Settings:
     """Seconds between background probes of every upstream (``GET /health``, ``/health/upstream``)."""
     metrics: bool = True
     """Serve ``GET /metrics`` (Prometheus text) and record request metrics (needs the ``otel`` extra)."""
-    cache_ttl: float = 300.0
-    """Seconds a deterministic answer is served from the response cache (0: no cache)."""
+    cache_ttl: float = 0.0
+    """Seconds a deterministic answer is served from the response cache (0, the default: no cache; answers are
+    never reused unless the operator says for how long)."""
     cache_max_entries: int = 1024
     """Answers the in-memory response cache holds (the Redis cache, with :attr:`redis_url`, is bounded by TTL)."""
     usage_db: str | None = field(default="hfasgi-usage.db", repr=False)
@@ -242,15 +243,11 @@ class Settings:
             raise ValueError(f"{_name('prices_file')}: {self.prices_file!r} does not exist")
         if self.usage_db is not None and self.usage_db.strip().lower() in ("", "off", "none", "0"):
             object.__setattr__(self, "usage_db", None)
-        if self.usage_db is not None and "://" in self.usage_db:
-            if not self.usage_db.startswith(("postgresql://", "postgres://")):
-                raise ValueError(
-                    f"{_name('usage_db')} must be a SQLite file path, a postgresql:// URL or 'off'; got a URL"
-                )
+        database = self.usage_db
+        if database is not None and "://" in database and not database.startswith(_DATABASE_URLS):
+            raise ValueError(f"{_name('usage_db')} must be a SQLite file path, a postgresql:// URL or 'off'; got a URL")
         if not self.local_start_timeout > 0:
-            raise ValueError(
-                f"{_name('local_start_timeout')} must be > 0 seconds, got {self.local_start_timeout!r}"
-            )
+            raise ValueError(f"{_name('local_start_timeout')} must be > 0 seconds, got {self.local_start_timeout!r}")
         if self.jwt_jwks_file is None and (self.jwt_issuer or self.jwt_audience):
             raise ValueError(f"{_name('jwt_issuer')} and {_name('jwt_audience')} need {_name('jwt_jwks_file')}")
 
@@ -328,5 +325,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             out[name] = flag
     return out
 
+
+_DATABASE_URLS = ("postgresql://", "postgres://", "sqlite:///")
 
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

@@ -2,8 +2,8 @@
 
 The canonical order, outermost first::
 
-    Tracing, RequestId, ErrorEnvelope, TasksAPI, ApiKeyAuth, RateLimiter, RequestValidator,
-    ResponseCache, ResponseReformatter, HFForwarder
+    Tracing, RequestId, ErrorEnvelope, TasksAPI, ApiKeyAuth, RateLimiter, UsageMeter,
+    RequestValidator, ResponseCache, ResponseReformatter, HFForwarder
 
 :func:`stack` wraps an app so the list reads top-down (the first layer is the outermost), and refuses
 an order that contradicts the canonical one. Layers it does not know may go anywhere.
@@ -28,6 +28,7 @@ CANONICAL_ORDER: tuple[str, ...] = (
     "TasksAPI",
     "ApiKeyAuth",
     "RateLimiter",
+    "UsageMeter",
     "RequestValidator",
     "ResponseCache",
     "ResponseReformatter",

@@ -34,7 +34,7 @@ def environment(**settings: str) -> dict[str, str]:
     """This process's environment without any hfasgi setting or HF offline switch, plus ``settings``."""
     drop = {*ENVIRONMENT.values(), "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "SSL_CERT_FILE", "SSL_CERT_DIR"}
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("HFASGI_")}
-    env.update(settings, PYTHONUNBUFFERED="1")
+    env.update({"HFASGI_USAGE_DB": "off"}, **settings, PYTHONUNBUFFERED="1")  # metering: only where a test asks
     return env
 
 

@@ -22,6 +22,7 @@ from asgi_lifespan import LifespanManager
 
 from hfasgi.app import layers
 from hfasgi.auth import ApiKeyAuth, AuthConfig, MemoryKeyStore
+from hfasgi.cache import CacheConfig, MemoryCacheStore, ResponseCache
 from hfasgi.context import get_context
 from hfasgi.envelope import ErrorEnvelope
 from hfasgi.forwarding.forwarder import ForwarderConfig, HFForwarder
@@ -33,6 +34,7 @@ from hfasgi.reformat import ReformatterConfig, ResponseReformatter, TasksAPI, Ta
 from hfasgi.request_id import RequestId
 from hfasgi.stack import CANONICAL_ORDER, Layer, resources, stack
 from hfasgi.types import Receive, Send
+from hfasgi.usage.meter import UsageMeter, UsageMeterConfig
 from hfasgi.validation import RequestValidator, ValidatorConfig
 from tests.asgi_driver import open_stream, request
 from tests.fakes import serve_lifespan
@@ -137,6 +139,22 @@ class Inner:
 # --- the subjects ----------------------------------------------------------------------------------------
 
 
+class _Records:
+    """A usage ledger that keeps records in a list."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def submit(self, record: Any) -> None:
+        self.records.append(record)
+
+    async def flush(self) -> bool:
+        return True
+
+    async def query(self, key_id: str | None, limit: int, offset: int) -> Any:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class Subject:
     name: str
@@ -172,6 +190,10 @@ class Subject:
             return Layer(Tracing, {"config": TracingConfig(routes=gateway.routes)})
         if self.cls is TasksAPI:
             return Layer(TasksAPI, {"config": TasksAPIConfig(catalog=gateway.catalog)})
+        if self.cls is ResponseCache:
+            return CacheConfig(store=MemoryCacheStore(), catalog=gateway.catalog, routes=gateway.routes).middleware
+        if self.cls is UsageMeter:
+            return Layer(UsageMeter, {"config": UsageMeterConfig(ledger=_Records(), routes=gateway.routes)})
         return Layer(self.cls)
 
     def with_envelope(self, gateway: ForwarderConfig) -> list[Layer]:
@@ -189,7 +211,9 @@ SUBJECTS = [
     Subject("ErrorEnvelope", ErrorEnvelope),
     Subject("ApiKeyAuth-passthrough", ApiKeyAuth),
     Subject("RateLimiter-passthrough", RateLimiter),
+    Subject("UsageMeter-passthrough", UsageMeter),
     Subject("RequestValidator-passthrough", RequestValidator),
+    Subject("ResponseCache-passthrough", ResponseCache),
     Subject("TasksAPI-passthrough", TasksAPI),
     Subject("ResponseReformatter-passthrough", ResponseReformatter),
     Subject("HFForwarder-passthrough", HFForwarder),

@@ -196,6 +196,10 @@ class _Exchange:
                 raise GatewayError(400, ErrorType.INVALID_REQUEST, "'model' must be a string")
         elif route is Route.MODELS:
             return await self._models(catalog)
+        elif route is Route.BILLING_USAGE or route is Route.BILLING_COST:
+            raise GatewayError(
+                404, ErrorType.NOT_FOUND, "Billing is not enabled on this gateway (usage metering is off)"
+            )
         elif route is Route.INFO and catalog.default_upstream.kind is not UpstreamKind.TGI:
             await send_json(self.send, 200, info_document(catalog, __version__))
             return None

@@ -216,7 +216,9 @@ class ResponseWatch:
         self.failed = False
         """A stream ended with an error event."""
         self.events = 0
-        """With ``count_events``: the events of a stream but ``[DONE]`` (``data:`` lines), counted as they pass."""
+        """With ``count_events``: the events of a stream but ``[DONE]`` (``data:`` fields), counted as they pass
+        (a ``data:`` inside generated text counts too: it is an estimate, used only when the stream reports
+        no usage)."""
         self._count = count_events
         self.recent: deque[bytes] = deque(maxlen=_RECENT)
         """A stream's last chunks (its usage and its error event are in them)."""
@@ -248,7 +250,7 @@ class ResponseWatch:
                 self._head = chunk
             self.recent.append(chunk)
             if self._count:
-                self.events += chunk.count(b"\ndata:") + chunk.startswith(b"data:") - (b"[DONE]" in chunk)
+                self.events += chunk.count(b"data:")  # "[DONE]" is taken off once, at the end
             return
         parts = self._parts
         parts.append(chunk)
@@ -264,6 +266,8 @@ class ResponseWatch:
         if self.stream:
             recent = self.recent
             if recent:
+                if self._count and self.events and any(b"[DONE]" in chunk for chunk in recent):
+                    self.events -= 1
                 self._close_stream(list(recent))
                 recent.clear()
             return

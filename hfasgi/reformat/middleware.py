@@ -27,7 +27,7 @@ from hfasgi.validation.media import looks_like_json
 __all__ = ["ReformatterConfig", "ResponseReformatter"]
 
 _JSON_BODY_ROUTES = (Route.CHAT, Route.COMPLETIONS, Route.EMBEDDINGS)
-_PASS_ROUTES = (Route.MODELS, Route.INFO)
+_PASS_ROUTES = (Route.MODELS, Route.INFO, Route.BILLING_USAGE, Route.BILLING_COST)
 _DONE = b"data: [DONE]\n\n"
 _IGNORED_HEADER = b"x-hfasgi-ignored-parameters"
 
@@ -179,7 +179,9 @@ class _Relay:
             await self._send({"type": "http.response.body", "body": payload, "more_body": False})
             return
         try:
-            payload = encode_json(translator.response(decode_json(payload)))
+            document = decode_json(payload)
+            _note_usage(self._scope, document)
+            payload = encode_json(translator.response(document))
         except (ValueError, UnicodeDecodeError) as exc:
             await send_error(self._scope, self._send, 502, ErrorType.UPSTREAM_ERROR, _unreadable(exc))
             return
@@ -240,7 +242,10 @@ class _Relay:
                 out.append(line + b"\n\n")
                 continue
             try:
-                events = translator.event(decode_json(payload))
+                document = decode_json(payload)
+                if b'"usage"' in payload:
+                    _note_usage(self._scope, document)
+                events = translator.event(document)
             except (ValueError, UnicodeDecodeError) as exc:
                 self.errored = True
                 error = {"error": _unreadable(exc), "error_type": ErrorType.UPSTREAM_ERROR}
@@ -252,6 +257,17 @@ class _Relay:
     @staticmethod
     def _frame(events: list[Any]) -> bytes:
         return b"".join(b"data: " + encode_json(event) + b"\n\n" for event in events)
+
+
+def _note_usage(scope: Scope, document: Any) -> None:
+    """Keep the upstream's own ``usage`` in the context: the translated answer may not carry it whole."""
+    usage = document.get("usage") if isinstance(document, dict) else None
+    if isinstance(usage, dict):
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        get_context(scope).upstream_usage = (
+            prompt if type(prompt) is int else None,
+            completion if type(completion) is int else None,
+        )
 
 
 TGI_ERROR_TYPES = frozenset(

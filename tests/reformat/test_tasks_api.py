@@ -83,7 +83,7 @@ class Inner:
             await send({"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1})
 
 
-_LOCAL = (Route.TASK_MODELS, Route.TASK_MODEL_MAP)
+_LOCAL = (Route.TASK_MODELS, Route.TASK_MODEL_MAP, Route.BILLING_USAGE, Route.BILLING_COST)
 
 
 def catalog(**options: Any) -> ModelCatalog:
@@ -423,6 +423,8 @@ async def test_a_body_over_the_limit_is_a_413() -> None:
         ("POST", "models", b"GET"),
         ("DELETE", "models", b"GET"),
         ("GET", "models/map", b"POST"),
+        ("POST", "billing/usage", b"GET"),
+        ("GET", "billing/cost", b"POST"),
     ],
 )
 async def test_other_methods_get_405_with_allow(method: str, path: str, allow: bytes) -> None:
@@ -435,7 +437,12 @@ async def test_other_methods_get_405_with_allow(method: str, path: str, allow: b
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("method", "path", "route"),
-    [("GET", "models", Route.TASK_MODELS), ("POST", "models/map", Route.TASK_MODEL_MAP)],
+    [
+        ("GET", "models", Route.TASK_MODELS),
+        ("POST", "models/map", Route.TASK_MODEL_MAP),
+        ("GET", "billing/usage", Route.BILLING_USAGE),
+        ("POST", "billing/cost", Route.BILLING_COST),
+    ],
 )
 async def test_the_model_endpoints_are_marked_and_their_body_left_unread(method: str, path: str, route: Route) -> None:
     app, inner = make()
@@ -453,8 +460,6 @@ async def test_the_model_endpoints_are_marked_and_their_body_left_unread(method:
         ("POST", "/v1/chat/completions"),
         ("POST", "/hf/tasks"),
         ("POST", PREFIX),
-        ("POST", PREFIX + "billing/cost"),
-        ("GET", PREFIX + "billing/usage"),
         ("GET", PREFIX + "unknown"),
         ("OPTIONS", PREFIX + "summarization"),
         ("OPTIONS", PREFIX + "models/map"),

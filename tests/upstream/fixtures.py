@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +33,17 @@ class Upstream:
 def anyio_backend() -> str:
     """Async tests run on asyncio."""
     return "asyncio"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _scratch_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Run the tests in a scratch folder: apps that keep files by default (``hfasgi-usage.db``) keep them there."""
+    before = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 @pytest.fixture(autouse=True)

@@ -34,7 +34,12 @@ from hfasgi.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["TasksAPI", "TasksAPIConfig"]
 
-_CATALOG_PATHS = {"models": (Route.TASK_MODELS, "GET"), "models/map": (Route.TASK_MODEL_MAP, "POST")}
+_CATALOG_PATHS = {
+    "models": (Route.TASK_MODELS, "GET"),
+    "models/map": (Route.TASK_MODEL_MAP, "POST"),
+    "billing/usage": (Route.BILLING_USAGE, "GET"),
+    "billing/cost": (Route.BILLING_COST, "POST"),
+}
 _DROPPED_HEADERS = (b"content-length", b"content-type")
 """Headers of a rewritten answer that are set again (the rest, rate-limit headers and request id, pass)."""
 

@@ -1,0 +1,1 @@
+"""Tests of the managed local model (hfasgi.local) that need neither torch nor transformers."""
