@@ -336,7 +336,18 @@ class Tracing:
 class _Exchange:
     """One request's response as Tracing sees it (per-request state, never on the middleware)."""
 
-    __slots__ = ("_ctx", "_metrics", "_receive", "_send", "arrived", "disconnected", "ended", "stream_route", "watch")
+    __slots__ = (
+        "_append",
+        "_ctx",
+        "_metrics",
+        "_receive",
+        "_send",
+        "arrived",
+        "disconnected",
+        "ended",
+        "stream_route",
+        "watch",
+    )
 
     def __init__(self, receive: Receive, send: Send, metrics: GatewayMetrics, ctx: RequestContext) -> None:
         self._receive = receive
@@ -348,6 +359,8 @@ class _Exchange:
         self.ended: float | None = None
         self.disconnected = False
         self.stream_route: str | None = None
+        self._append: Callable[[bytes], None] | None = None
+        """A stream's ``watch.recent.append``, once its first event has been watched."""
 
     async def receive(self) -> Message:
         message: Message = await self._receive()
@@ -356,17 +369,21 @@ class _Exchange:
         return message
 
     async def send(self, message: Message) -> None:
+        if message.get("more_body", False):  # a body message with more to come: the hot path of a stream
+            chunk = message.get("body")
+            if chunk:
+                append = self._append
+                if append is not None:
+                    append(chunk)  # a stream's next event: what ResponseWatch.add does, inline
+                else:
+                    watch = self.watch
+                    watch.add(chunk)
+                    if watch.stream:
+                        self._append = watch.recent.append
+            await self._send(message)
+            return
         watch = self.watch
         if message["type"] == "http.response.body":
-            if message.get("more_body", False):
-                chunk = message.get("body")
-                if chunk:
-                    if watch.stream and watch.first_event is not None:
-                        watch.recent.append(chunk)  # a stream's next event: what ResponseWatch.add does, inline
-                    else:
-                        watch.add(chunk)
-                await self._send(message)
-                return
             chunk = message.get("body")
             if chunk:
                 watch.add(chunk)

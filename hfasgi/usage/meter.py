@@ -109,18 +109,19 @@ class UsageMeter:
                 self._warn("metering a request failed")
 
         async def metered(message: Message) -> None:
+            if message.get("more_body", False):  # a body message with more to come: the hot path of a stream
+                chunk = message.get("body")
+                if chunk:
+                    if watch.first_event is not None:  # a stream's next event: ResponseWatch.add, inline
+                        watch.recent.append(chunk)
+                        watch.events += chunk.count(b"data:")
+                    else:
+                        watch.add(chunk)
+                await send(message)
+                return
             kind = message["type"]
             if kind == "http.response.body":
                 chunk = message.get("body")
-                if message.get("more_body", False):
-                    if chunk:
-                        if watch.stream and watch.first_event is not None:  # the next event: ResponseWatch.add inline
-                            watch.recent.append(chunk)
-                            watch.events += chunk.count(b"data:")
-                        else:
-                            watch.add(chunk)
-                    await send(message)
-                    return
                 if chunk:
                     watch.add(chunk)
                 watch.complete = True

@@ -1,6 +1,6 @@
 """Two gateway processes sharing one real Redis share one response cache.
 
-Two uvicorn processes (real subprocesses) serve :mod:`tests.cache.replica_app`, each with its own Redis
+Two ``hfasgi serve`` processes (``HFASGI_CACHE_TTL``, ``HFASGI_REDIS_URL``), each with its own Redis
 connection, in front of the fake upstream, on a private ``redis-server``. What one process answered and
 cached, the other answers from the cache (``X-Cache: hit``), as JSON and as a stream; the upstream saw
 one request.
@@ -8,17 +8,14 @@ one request.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.processes import ROOT, ServeProcess, environment
+from tests.processes import ServeProcess, environment, start
 from tests.redis_support import PrivateRedis, private_redis
-from tests.servers import free_port
 from tests.upstream import FakeHF
 from tests.upstream.fixtures import Upstream
 
@@ -28,13 +25,15 @@ MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "Shared between re
 
 
 def start_replica(upstream: Upstream, redis_url: str, log: Path) -> ServeProcess:
-    port = free_port()
-    env = environment(CACHE_TEST_UPSTREAM=upstream.url, CACHE_TEST_REDIS_URL=redis_url)
-    command = [sys.executable, "-m", "uvicorn", "tests.cache.replica_app:create", "--factory", "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", "warning", "--lifespan", "on"]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    return ServeProcess(f"http://127.0.0.1:{port}", port, process, log)
+    env = environment(
+        HFASGI_UPSTREAM_URL=upstream.url,
+        HFASGI_UPSTREAM_KIND="router",
+        HFASGI_REDIS_URL=redis_url,
+        HFASGI_CACHE_TTL="60",
+        HFASGI_API_KEYS="replica=k",
+        HFASGI_METRICS="0",
+    )
+    return start(env, log)
 
 
 @pytest.fixture
