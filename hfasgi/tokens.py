@@ -35,6 +35,23 @@ _COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _GENERATED = re.compile(rb'"generated_tokens"\s*:\s*(\d+)')
 
 
+_USAGE_MARKERS = (b'"usage":{', b'"usage": {', b'"generated_tokens"')
+
+
+def _usage_lines(block: bytes) -> list[bytes]:
+    """The lines of ``block`` (whole lines) that hold a usage object or TGI's generated-token count, in order."""
+    spans: set[tuple[int, int]] = set()
+    for marker in _USAGE_MARKERS:
+        at = block.find(marker)
+        while at != -1:
+            start = block.rfind(b"\n", 0, at) + 1
+            end = block.find(b"\n", at)
+            end = len(block) if end == -1 else end
+            spans.add((start, end))
+            at = block.find(marker, end)
+    return [block[start:end] for start, end in sorted(spans)]
+
+
 def estimate_text(text: str) -> int:
     """A conservative token estimate for ``text``: ceil(UTF-8 bytes / 3)."""
     return -(-len(text.encode("utf-8", "surrogatepass")) // 3)
@@ -239,26 +256,26 @@ class UsageProbe:
 
     def _scan(self, chunk: bytes) -> None:
         data = self._tail + chunk
-        lines = data.split(b"\n")
-        self._tail = lines.pop()
-        for line in lines:
+        cut = data.rfind(b"\n") + 1
+        block, self._tail = data[:cut], data[cut:]
+        # one token per event, counted with byte searches; only the lines that carry usage are parsed
+        events = block.count(b"\ndata:") + block.startswith(b"data:")
+        end = block[-32:]  # "[DONE]" is the last event, if it is in this block at all
+        events -= end.count(b"data: [DONE]") + end.count(b"data:[DONE]")
+        for line in _usage_lines(block):
             if not line.startswith(b"data:"):
                 continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
+            try:
+                event = json.loads(line[5:].strip())
+            except ValueError:
                 continue
-            if b'"usage":{' in payload or b'"usage": {' in payload or b'"generated_tokens"' in payload:
-                try:
-                    event = json.loads(payload)
-                except ValueError:
-                    event = None
-                if isinstance(event, dict):
-                    if self._from_usage(event.get("usage")):
-                        if not event.get("choices"):
-                            continue  # the usage-only chunk carries no token
-                    else:
-                        self._from_details(event.get("details"))
-            self._events += 1
+            if isinstance(event, dict):
+                if self._from_usage(event.get("usage")):
+                    if not event.get("choices"):
+                        events -= 1  # the usage-only chunk carries no token
+                else:
+                    self._from_details(event.get("details"))
+        self._events += events
 
     def _read_document(self, raw: bytes) -> None:
         # The counts are found with a regular expression, not by parsing: an embeddings answer may be

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hfasgi.limits import Limit
 from hfasgi.operations import DEFAULT_ROUTES, Operation, Route
@@ -160,3 +162,26 @@ def test_a_task_route_of_unknown_task_reserves_the_default_without_rewriting() -
     unknown = Operation(Route.TASK, None, "some/model")
     assert plan(unknown, {"inputs": "abc"}, 64) == TokenPlan(1, 64, defaulted=True)
     assert plan(unknown, None, 64) == TokenPlan(0, 64, defaulted=True)
+
+
+@given(
+    st.lists(st.sampled_from(["token", "comment", "nospace"]), max_size=40),
+    st.booleans(),
+    st.lists(st.integers(1, 400), max_size=8),
+)
+def test_probe_counts_one_token_per_event_however_the_stream_is_cut(
+    kinds: list[str], done: bool, cuts: list[int]
+) -> None:
+    """A stream with no usage: one token per ``data:`` event but the final ``[DONE]``, however it is cut."""
+    kinds = [*kinds, "done"] if done else kinds
+    events = {
+        "token": b'data: {"token": {"id": 1, "text": "a [DONE] b"}}\n\n',
+        "done": b"data: [DONE]\n\n",
+        "comment": b": keep-alive\n\n",
+        "nospace": b'data:{"choices": [{"delta": {"content": "x"}}]}\n\n',
+    }
+    stream = b"".join(events[kind] for kind in kinds)
+    expected = sum(kind in ("token", "nospace") for kind in kinds)
+    bounds = sorted({min(c, len(stream)) for c in cuts})
+    chunks = [stream[a:b] for a, b in zip([0, *bounds], [*bounds, len(stream)], strict=True)]
+    assert _feed(UsageProbe(7), 200, b"text/event-stream", *[c for c in chunks if c]) == 7 + expected

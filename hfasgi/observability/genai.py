@@ -167,6 +167,8 @@ _KEEP = 1024 * 1024
 _TAIL = 64 * 1024
 _RECENT = 3
 """The last chunks of a stream kept for its usage and its error event."""
+_STREAM_TAIL = 4096
+"""Bytes at the end of a stream read for its usage and error event (whole events: from an event boundary)."""
 _GAP = b"\n"
 """Marks where bytes of a huge answer were skipped (a JSON key never spans a raw newline)."""
 
@@ -293,6 +295,9 @@ class ResponseWatch:
             if model is not None:
                 self.model = model.group(1).decode("utf-8", "replace")
         tail = b"".join(recent)  # whole events, even when one was split across chunks
+        if len(tail) > _STREAM_TAIL:  # a replayed stream comes as one message: its usage is in its last events
+            start = tail.rfind(b"\n\n", 0, len(tail) - _STREAM_TAIL)
+            tail = tail[start + 2 :] if start != -1 else tail
         if b"_tokens" in tail:
             self._usage(tail)
         if b'"error"' in tail:
