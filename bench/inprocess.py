@@ -2,10 +2,42 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
+
+# The request and the upstream answers the CPU benchmarks share: a chat request, and the same streamed
+# (with its usage chunk); a small chat completion with a usage object, and a stream of 32 events.
+CHAT = json.dumps(
+    {"model": "org/model", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 32}
+).encode()
+STREAM = json.dumps(
+    {
+        "model": "org/model",
+        "messages": [{"role": "user", "content": "Hello there"}],
+        "max_tokens": 32,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+).encode()
+USAGE = {"prompt_tokens": 5, "completion_tokens": 32, "total_tokens": 37}
+HEAD = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "org/model"}
+ANSWER = json.dumps(
+    {
+        **HEAD,
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi!"}, "finish_reason": "stop"}],
+        "usage": USAGE,
+    }
+).encode()
+EVENTS = [
+    b"data: "
+    + json.dumps({**HEAD, "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]}).encode()
+    + b"\n\n"
+    for i in range(32)
+] + [b"data: " + json.dumps({**HEAD, "choices": [], "usage": USAGE}).encode() + b"\n\n", b"data: [DONE]\n\n"]
 
 
 async def cpu_per_request(

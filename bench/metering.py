@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inprocess import cpu_per_request
+from inprocess import ANSWER, CHAT, EVENTS, STREAM, cpu_per_request
 
 from hfasgi.context import get_context
 from hfasgi.principal import Principal
@@ -32,24 +31,6 @@ from hfasgi.usage import SQLiteLedgerStore, UsageLedger, UsageRecord
 from hfasgi.usage.meter import UsageMeter, UsageMeterConfig
 from hfasgi.usage.prices import Price, PriceTable
 
-HEAD = {"id": "chatcmpl-1", "created": 1, "model": "org/model"}
-USAGE = {"prompt_tokens": 5, "completion_tokens": 32, "total_tokens": 37}
-CHAT = json.dumps({"model": "org/model", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}).encode()
-STREAM = json.dumps(
-    {"model": "org/model", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32, "stream": True}
-).encode()
-ANSWER = json.dumps(
-    {
-        **HEAD,
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi!"}, "finish_reason": "stop"}],
-        "usage": USAGE,
-    }
-).encode()
-EVENTS = [
-    b"data: " + json.dumps({**HEAD, "choices": [{"index": 0, "delta": {"content": f"w{i} "}}]}).encode() + b"\n\n"
-    for i in range(32)
-] + [b"data: " + json.dumps({**HEAD, "choices": [], "usage": USAGE}).encode() + b"\n\n", b"data: [DONE]\n\n"]
 ALICE = Principal(id="alice")
 
 

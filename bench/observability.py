@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from inprocess import cpu_per_request
+from inprocess import ANSWER, CHAT, EVENTS, STREAM, cpu_per_request
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -41,34 +40,6 @@ from hfasgi.observability.tracing import end_upstream_span, inject_trace_context
 from hfasgi.operations import DEFAULT_ROUTES
 from hfasgi.request_id import RequestId
 
-CHAT = json.dumps(
-    {"model": "org/model", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 32}
-).encode()
-STREAM = json.dumps(
-    {
-        "model": "org/model",
-        "messages": [{"role": "user", "content": "Hello there"}],
-        "max_tokens": 32,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-).encode()
-USAGE = {"prompt_tokens": 5, "completion_tokens": 32, "total_tokens": 37}
-HEAD = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "org/model"}
-ANSWER = json.dumps(
-    {
-        **HEAD,
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi!"}, "finish_reason": "stop"}],
-        "usage": USAGE,
-    }
-).encode()
-EVENTS = [
-    b"data: "
-    + json.dumps({**HEAD, "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]}).encode()
-    + b"\n\n"
-    for i in range(32)
-] + [b"data: " + json.dumps({**HEAD, "choices": [], "usage": USAGE}).encode() + b"\n\n", b"data: [DONE]\n\n"]
 UPSTREAM = Upstream(url="http://127.0.0.1:8080", token="hf_bench")
 BASELINE = "tracing off (baseline)"
 JSON_HEADERS = [(b"content-type", b"application/json")]
